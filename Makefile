@@ -1,0 +1,28 @@
+# rtevents: PGXS build.
+#
+#   make && make install                 build and install (PG_CONFIG=... to choose a server)
+#   make installcheck                    pg_regress suite against a private, preloaded cluster
+#   test/run                             everything CI runs: deps, warning-free build, all suites
+
+EXTENSION = rtevents
+MODULE_big = rtevents
+OBJS = \
+	src/rtevents.o \
+	src/guc.o \
+	src/horizon.o \
+	src/event_json.o \
+	src/publish.o \
+	src/cleanup_worker.o
+
+DATA = sql/rtevents--0.1.sql
+PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"
+
+REGRESS = publish validation insert_paths history ttl indexes
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

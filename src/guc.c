@@ -1,0 +1,119 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *		The rtevents.* configuration parameters.
+ *
+ * Every parameter is defined here, once, with its unit, range and context.
+ * Parameters read by the postmaster-started workers at launch are
+ * PGC_POSTMASTER and say so; those the workers re-read on SIGHUP are
+ * PGC_SIGHUP; rtevents.default_ttl is a per-session default for publishers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "rtevents.h"
+
+int			rt_port = 8787;
+char	   *rt_listen_addresses = NULL;
+char	   *rt_channel = NULL;
+int			rt_default_ttl = 30 * 24 * 60 * 60;
+int			rt_cleanup_interval = 60;
+int			rt_cleanup_batch_size = 10000;
+char	   *rt_database = NULL;
+
+/*
+ * The channel is used verbatim by NOTIFY and LISTEN; refuse what NOTIFY would
+ * refuse at publish time, so that a bad setting fails at SET, not later.
+ */
+static bool
+check_channel(char **newval, void **extra, GucSource source)
+{
+	size_t		len = strlen(*newval);
+
+	if (len == 0)
+	{
+		GUC_check_errdetail("The channel name must not be empty.");
+		return false;
+	}
+	if (len >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("The channel name must be shorter than %d bytes.",
+							NAMEDATALEN);
+		return false;
+	}
+	return true;
+}
+
+void
+rt_define_gucs(void)
+{
+	DefineCustomIntVariable("rtevents.port",
+							"TCP port the rtevents worker serves WebSocket, SSE and HTTP on.",
+							NULL,
+							&rt_port,
+							8787, 1, 65535,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("rtevents.listen_addresses",
+							   "Address the rtevents worker listens on.",
+							   "A host name or IP address; \"*\" listens on all interfaces.",
+							   &rt_listen_addresses,
+							   "localhost",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("rtevents.channel",
+							   "NOTIFY channel that announces published events.",
+							   NULL,
+							   &rt_channel,
+							   "rtevents",
+							   PGC_SIGHUP,
+							   0,
+							   check_channel, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.default_ttl",
+							"How long an event is kept when its publisher gives no ttl.",
+							"0 keeps events forever (expires_at is NULL).",
+							&rt_default_ttl,
+							30 * 24 * 60 * 60, 0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.cleanup_interval",
+							"Time between runs of TTL cleanup by the background worker.",
+							"0 disables cleanup by the worker; rt_cleanup() still works.",
+							&rt_cleanup_interval,
+							60, 0, INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.cleanup_batch_size",
+							"Rows TTL cleanup deletes per transaction.",
+							"Smaller batches hold row locks and snapshots for less time.",
+							&rt_cleanup_batch_size,
+							10000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("rtevents.database",
+							   "Database in which the rtevents extension is installed.",
+							   "The background workers connect to this database.",
+							   &rt_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("rtevents");
+}
