@@ -48,10 +48,8 @@ CREATE INDEX execution_events_organization_id_idx
 -- TTL cleanup takes the oldest expired rows first, a batch at a time.
 CREATE INDEX execution_events_expires_at_idx
 	ON execution_events (expires_at) WHERE expires_at IS NOT NULL;
--- since/until without a routing key: ts follows insertion order, so a BRIN
--- index finds a time window for a few kilobytes per million rows.
-CREATE INDEX execution_events_ts_idx
-	ON execution_events USING brin (ts);
+-- No index on ts: time windows come with a routing key in practice, and a
+-- window alone walks the primary key (see the README before adding one).
 
 -- pg_dump keeps the events and the id sequence with the extension.
 SELECT pg_catalog.pg_extension_config_dump('execution_events', '');
@@ -159,14 +157,14 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 
-	IF execution_id IS NOT NULL THEN conds := conds || 'e.execution_id = $1'; END IF;
-	IF batch_id IS NOT NULL THEN conds := conds || 'e.batch_id = $2'; END IF;
-	IF job_id IS NOT NULL THEN conds := conds || 'e.job_id = $3'; END IF;
-	IF organization_id IS NOT NULL THEN conds := conds || 'e.organization_id = $4'; END IF;
-	IF types IS NOT NULL THEN conds := conds || 'e.type = ANY ($5)'; END IF;
-	IF after IS NOT NULL THEN conds := conds || 'e.id > $6'; END IF;
-	IF since IS NOT NULL THEN conds := conds || 'e.ts >= $7'; END IF;
-	IF until IS NOT NULL THEN conds := conds || 'e.ts < $8'; END IF;
+	IF execution_id IS NOT NULL THEN conds := array_append(conds, 'e.execution_id = $1'); END IF;
+	IF batch_id IS NOT NULL THEN conds := array_append(conds, 'e.batch_id = $2'); END IF;
+	IF job_id IS NOT NULL THEN conds := array_append(conds, 'e.job_id = $3'); END IF;
+	IF organization_id IS NOT NULL THEN conds := array_append(conds, 'e.organization_id = $4'); END IF;
+	IF types IS NOT NULL THEN conds := array_append(conds, 'e.type = ANY ($5)'); END IF;
+	IF after IS NOT NULL THEN conds := array_append(conds, 'e.id > $6'); END IF;
+	IF since IS NOT NULL THEN conds := array_append(conds, 'e.ts >= $7'); END IF;
+	IF until IS NOT NULL THEN conds := array_append(conds, 'e.ts < $8'); END IF;
 
 	RETURN QUERY EXECUTE
 		'SELECT e.* FROM @extschema@.execution_events e WHERE '

@@ -7,37 +7,31 @@
  * Ids come from an identity sequence before commit, so concurrent publishers
  * commit them out of order, and an id may never commit at all (rollback, ON
  * CONFLICT, a failed row).  A reader that has seen ids 10 and 12 must know
- * whether 11 may still appear.  The answer is the horizon: the lowest id held
- * by any open publishing transaction.  Every id below the horizon is decided:
- * committed (and visible to any snapshot taken after the horizon was read)
- * or never to commit.
+ * whether 11 may still appear.  The answer is the horizon: the lowest id
+ * that an open publishing transaction may hold.  Every id below the horizon
+ * is decided: committed (and visible to any snapshot taken after the horizon
+ * was read) or never to commit.
  *
- * The slot must be claimed before the id is drawn, or a reader could look in
- * the gap between nextval() and the claim and miss the transaction.  So the
- * insert path works in two steps:
+ * A transaction claims its slot before it draws its first id, or a reader
+ * could look in the gap between nextval() and the claim and miss it.  So a
+ * BEFORE INSERT statement trigger, which runs before any row's defaults are
+ * evaluated, stores a lower bound of every id the transaction will draw: the
+ * sequence's last value plus one.  That needs the sequence's CACHE to be 1
+ * (the identity default), since a backend's cached values could be lower
+ * than the last value another backend has drawn; a larger cache is refused.
  *
- *	- a BEFORE INSERT statement trigger, which runs before any row's defaults
- *	  are evaluated, marks the slot PENDING: "this backend may be drawing ids
- *	  right now";
- *	- a BEFORE INSERT row trigger, which sees the id, replaces PENDING with the
- *	  lowest id the transaction has drawn.
+ * The bound is never raised to the transaction's first real id.  That would
+ * release, a little sooner, ids drawn by others in the instant between the
+ * claim and the draw; but statements nest (an INSERT whose SELECT calls
+ * rt_publish), and an inner statement cannot know whether the outer one has
+ * already drawn a lower id.  Simple and safe wins.
  *
- * PENDING makes the horizon 0, which is always safe and lasts only while the
- * first row of a statement is built.  Ids drawn later are higher than ids
- * drawn earlier, so once the slot holds a real id nothing more needs
- * claiming.  The slot is freed at top-level commit or abort, after the
- * transaction has become visible (XACT_EVENT_COMMIT runs after
- * ProcArrayEndTransaction), so a reader that sees the slot free and then
- * takes a snapshot sees the transaction's rows.
- *
- * Statements can nest (an INSERT whose SELECT calls a function that
- * publishes), and a subtransaction can abort in the middle of one, so the
- * nesting depth is saved at each subtransaction start and restored when it
- * aborts.  Only the outermost statement's rows publish a real id: an inner
- * statement cannot know whether the outer one has already drawn a lower id.
- *
- * PREPARE TRANSACTION is refused for publishing transactions: the slot
- * belongs to the backend, and the backend moves on after PREPARE.
+ * The slot is freed at top-level commit or abort, after the transaction has
+ * become visible (XACT_EVENT_COMMIT runs after ProcArrayEndTransaction), so
+ * a reader that sees the slot free and then takes a snapshot sees the
+ * transaction's rows.  PREPARE TRANSACTION is refused for publishing
+ * transactions: the slot belongs to the backend, which moves on after
+ * PREPARE.
  *
  * Without shared_preload_libraries there are no slots; publishing still
  * works, and there is no worker that would read them.
@@ -46,22 +40,27 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_sequence.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/pg_list.h"
 #include "port/atomics.h"
 #include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "utils/memutils.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "rtevents.h"
 
-/* Slot values.  FREE sorts above every id, PENDING below every id. */
+/* A free slot sorts above every id. */
 #define SLOT_FREE		((uint64) PG_INT64_MAX)
-#define SLOT_PENDING	((uint64) 0)
 
 typedef struct RtHorizonShared
 {
@@ -71,11 +70,12 @@ typedef struct RtHorizonShared
 
 static RtHorizonShared *horizon = NULL;
 
-/* This backend's view of its own slot and of the statements under way. */
-static uint64 my_slot_value = SLOT_FREE;
-static int64 my_lowest_id = PG_INT64_MAX;	/* lowest id drawn, any depth */
-static int	statement_depth = 0;
-static List *saved_depths = NIL;	/* depth at each open subtransaction */
+/* Whether this backend's open transaction has claimed its slot. */
+static bool my_slot_claimed = false;
+
+/* The identity sequence of the events table, looked up once per table. */
+static Oid	cached_relid = InvalidOid;
+static Oid	cached_seqid = InvalidOid;
 
 static Size
 horizon_shmem_size(void)
@@ -115,69 +115,101 @@ my_slot(void)
 	return &horizon->slots[MyBackendId - 1];
 }
 
-static void
-set_my_slot(uint64 value)
+static Oid
+identity_sequence(Relation rel)
+{
+	AttrNumber	attno;
+	HeapTuple	seqtuple;
+	int64		cache;
+
+	if (RelationGetRelid(rel) == cached_relid)
+		return cached_seqid;
+
+	attno = get_attnum(RelationGetRelid(rel), "id");
+	if (attno == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("table \"%s\" has no \"id\" column",
+						RelationGetRelationName(rel))));
+	cached_seqid = getIdentitySequence(RelationGetRelid(rel), attno, false);
+
+	seqtuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(cached_seqid));
+	if (!HeapTupleIsValid(seqtuple))
+		elog(ERROR, "cache lookup failed for sequence %u", cached_seqid);
+	cache = ((Form_pg_sequence) GETSTRUCT(seqtuple))->seqcache;
+	ReleaseSysCache(seqtuple);
+	if (cache != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the id sequence of \"%s\" must have CACHE 1, not " INT64_FORMAT,
+						RelationGetRelationName(rel), cache),
+				 errdetail("Cached ids are drawn out of order, and rtevents could not tell which ids may still commit."),
+				 errhint("ALTER TABLE %s ALTER COLUMN id SET CACHE 1",
+						 RelationGetRelationName(rel))));
+
+	cached_relid = RelationGetRelid(rel);
+	return cached_seqid;
+}
+
+/*
+ * The lowest id this backend can draw from now on: the sequence's last value
+ * plus one.  Publishers need no privilege on the sequence to insert, so it
+ * is read as the bootstrap superuser.
+ */
+static uint64
+next_id_lower_bound(Oid seqid)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	Datum		last;
+	bool		isnull;
+	LOCAL_FCINFO(fcinfo, 1);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(seqid);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	isnull = fcinfo->isnull;
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	/* A sequence never drawn from: its start value is the bound; 0 is safe. */
+	if (isnull || DatumGetInt64(last) < 0)
+		return 0;
+	return (uint64) DatumGetInt64(last) + 1;
+}
+
+/*
+ * Claim this backend's slot for the open transaction, before it draws its
+ * first id from rel's identity sequence.  Called by the BEFORE INSERT
+ * statement trigger.
+ */
+void
+rt_horizon_claim(Relation rel)
 {
 	pg_atomic_uint64 *slot = my_slot();
 
-	if (value == my_slot_value)
+	if (slot == NULL || my_slot_claimed)
 		return;
-	my_slot_value = value;
-	if (slot == NULL)
-		return;
-	pg_atomic_write_u64(slot, value);
+	pg_atomic_write_u64(slot, next_id_lower_bound(identity_sequence(rel)));
+	my_slot_claimed = true;
 	/* Readers must see the claim before this backend draws an id. */
 	pg_memory_barrier();
 }
 
-/* What the slot should say once no statement of ours is half-way. */
-static uint64
-settled_value(void)
-{
-	return my_lowest_id == PG_INT64_MAX ? SLOT_FREE : (uint64) my_lowest_id;
-}
-
-void
-rt_horizon_statement_begin(void)
-{
-	statement_depth++;
-	if (my_slot_value == SLOT_FREE)
-		set_my_slot(SLOT_PENDING);
-}
-
-void
-rt_horizon_row(int64 id)
-{
-	if (id < my_lowest_id)
-		my_lowest_id = id;
-	if (statement_depth == 1 && my_slot_value == SLOT_PENDING)
-		set_my_slot(settled_value());
-}
-
-/* Returns the depth left: 0 when the outermost statement has ended. */
-int
-rt_horizon_statement_end(void)
-{
-	if (statement_depth > 0)
-		statement_depth--;
-	if (statement_depth == 0 && my_slot_value == SLOT_PENDING)
-		set_my_slot(settled_value());
-	return statement_depth;
-}
-
-int
-rt_horizon_statement_depth(void)
-{
-	return statement_depth;
-}
-
 static void
-horizon_reset(void)
+horizon_release(void)
 {
-	set_my_slot(SLOT_FREE);
-	my_lowest_id = PG_INT64_MAX;
-	statement_depth = 0;
-	saved_depths = NIL;			/* lived in TopTransactionContext */
+	pg_atomic_uint64 *slot = my_slot();
+
+	if (!my_slot_claimed)
+		return;
+	my_slot_claimed = false;
+	if (slot != NULL)
+		pg_atomic_write_u64(slot, SLOT_FREE);
+	pg_memory_barrier();
 }
 
 static void
@@ -186,7 +218,7 @@ horizon_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_PREPARE:
-			if (my_slot_value != SLOT_FREE)
+			if (my_slot_claimed)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that has published rtevents events")));
@@ -196,39 +228,7 @@ horizon_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			horizon_reset();
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-horizon_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						 SubTransactionId parentSubid, void *arg)
-{
-	MemoryContext oldcxt;
-
-	switch (event)
-	{
-		case SUBXACT_EVENT_START_SUB:
-			oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-			saved_depths = lcons_int(statement_depth, saved_depths);
-			MemoryContextSwitchTo(oldcxt);
-			break;
-		case SUBXACT_EVENT_COMMIT_SUB:
-			if (saved_depths != NIL)
-				saved_depths = list_delete_first(saved_depths);
-			break;
-		case SUBXACT_EVENT_ABORT_SUB:
-			/* Statements begun inside the subtransaction will never end. */
-			if (saved_depths != NIL)
-			{
-				statement_depth = linitial_int(saved_depths);
-				saved_depths = list_delete_first(saved_depths);
-			}
-			if (statement_depth == 0 && my_slot_value == SLOT_PENDING)
-				set_my_slot(settled_value());
+			horizon_release();
 			break;
 		default:
 			break;
@@ -239,13 +239,11 @@ void
 rt_horizon_register_callbacks(void)
 {
 	RegisterXactCallback(horizon_xact_callback, NULL);
-	RegisterSubXactCallback(horizon_subxact_callback, NULL);
 }
 
 /*
  * The lowest id any open publishing transaction may still commit, or
- * PG_INT64_MAX with *any_open false when none is open.  0 means some backend
- * is drawing its first id right now.
+ * PG_INT64_MAX with *any_open false when none is open.
  */
 int64
 rt_horizon_lowest_open_id(bool *any_open)

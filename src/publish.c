@@ -16,8 +16,8 @@
  *	  listener reads ids F..T from the table.  Per-row payloads would cost a
  *	  NOTIFY per row and could announce rows that ON CONFLICT then skipped.
  *
- * The same triggers keep this backend's horizon slot (horizon.c) for both
- * paths, since rt_publish() inserts through them too.
+ * The statement trigger also claims this backend's horizon slot
+ * (horizon.c) for both paths, since rt_publish() inserts through it too.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,13 +36,13 @@
 
 #include "rtevents.h"
 
-/* Ids inserted by plain INSERT/COPY since the outermost statement began. */
+/* Ids inserted by plain INSERT/COPY and not yet announced. */
 static int64 announce_from = PG_INT64_MAX;
 static int64 announce_to = 0;
 static int64 announce_count = 0;
 
-/* Depth of the statement rt_publish() runs; its row announces itself. */
-static int	publish_depth = -1;
+/* Set while rt_publish() inserts: its row announces itself. */
+static bool publishing = false;
 
 static SPIPlanPtr publish_plan = NULL;
 
@@ -60,7 +60,7 @@ publish_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
 		reset_announcement();
-		publish_depth = -1;
+		publishing = false;
 	}
 }
 
@@ -113,24 +113,30 @@ check_trigger_call(FunctionCallInfo fcinfo, const char *name,
 Datum
 rt_insert_statement_begin(PG_FUNCTION_ARGS)
 {
-	check_trigger_call(fcinfo, "rt_insert_statement_begin", false, true);
-	rt_horizon_statement_begin();
+	TriggerData *trigdata = check_trigger_call(fcinfo, "rt_insert_statement_begin",
+											   false, true);
+
+	rt_horizon_claim(trigdata->tg_relation);
 	PG_RETURN_POINTER(NULL);
 }
 
 /*
- * BEFORE INSERT FOR EACH ROW: record the row's id in the horizon slot and
- * in the statement's announcement.  The row goes on unchanged.
+ * BEFORE INSERT FOR EACH ROW: add the row's id to the next announcement.
+ * The row goes on unchanged.
  */
 Datum
 rt_insert_row(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = check_trigger_call(fcinfo, "rt_insert_row", true, true);
 	TupleDesc	tupdesc = RelationGetDescr(trigdata->tg_relation);
-	int			attno = SPI_fnumber(tupdesc, "id");
+	int			attno;
 	bool		isnull;
 	int64		id;
 
+	if (publishing)
+		PG_RETURN_POINTER(trigdata->tg_trigtuple);
+
+	attno = SPI_fnumber(tupdesc, "id");
 	if (attno <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -141,25 +147,23 @@ rt_insert_row(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("event id must not be null")));
 
-	rt_horizon_row(id);
-	if (rt_horizon_statement_depth() != publish_depth)
-	{
-		announce_from = Min(announce_from, id);
-		announce_to = Max(announce_to, id);
-		announce_count++;
-	}
+	announce_from = Min(announce_from, id);
+	announce_to = Max(announce_to, id);
+	announce_count++;
 	PG_RETURN_POINTER(trigdata->tg_trigtuple);
 }
 
 /*
- * AFTER INSERT FOR EACH STATEMENT: once the outermost statement is done,
- * announce its rows with one reference.
+ * AFTER INSERT FOR EACH STATEMENT: announce the rows inserted since the last
+ * announcement with one reference.  Postgres may fire this once for nested
+ * statements on the table, so it announces whatever has gathered rather
+ * than counting statements.
  */
 Datum
 rt_insert_statement_end(PG_FUNCTION_ARGS)
 {
 	check_trigger_call(fcinfo, "rt_insert_statement_end", false, false);
-	if (rt_horizon_statement_end() == 0 && announce_count > 0)
+	if (announce_count > 0)
 	{
 		notify_reference(announce_from, announce_to, announce_count);
 		reset_announcement();
@@ -313,14 +317,15 @@ rt_publish(PG_FUNCTION_ARGS)
 	nulls[7] = PG_ARGISNULL(7) ? 'n' : ' ';
 
 	SPI_connect();
-	publish_depth = rt_horizon_statement_depth() + 1;
+	publishing = true;
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(get_publish_plan(fcinfo->flinfo->fn_oid), values, nulls, false, 1);
+		ret = SPI_execute_plan(get_publish_plan(fcinfo->flinfo->fn_oid),
+							   values, nulls, false, 1);
 	}
 	PG_FINALLY();
 	{
-		publish_depth = -1;
+		publishing = false;
 	}
 	PG_END_TRY();
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)

@@ -23,6 +23,7 @@
 #include "access/htup.h"
 #include "access/tupdesc.h"
 #include "lib/stringinfo.h"
+#include "utils/relcache.h"
 #include "utils/timestamp.h"
 
 /*
@@ -51,10 +52,7 @@ extern void rt_define_gucs(void);
 extern void rt_horizon_request_shmem(void);
 extern void rt_horizon_init_shmem(void);
 extern void rt_horizon_register_callbacks(void);
-extern void rt_horizon_statement_begin(void);
-extern void rt_horizon_row(int64 id);
-extern int	rt_horizon_statement_end(void);
-extern int	rt_horizon_statement_depth(void);
+extern void rt_horizon_claim(Relation rel);
 extern int64 rt_horizon_lowest_open_id(bool *any_open);
 
 /* event_json.c */
