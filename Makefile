@@ -18,7 +18,9 @@ DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"
 
 REGRESS = publish validation insert_paths history ttl indexes
-REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
+# pg_regress starts its own cluster with rtevents preloaded (initdb refuses
+# root: run as an ordinary user, as test/run does).
+REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regress.conf
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers

@@ -14,6 +14,7 @@
 
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "rtevents.h"
@@ -49,8 +50,13 @@ check_channel(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-void
-rt_define_gucs(void)
+/*
+ * Parameters the postmaster-started workers read once, at launch.  Postgres
+ * allows PGC_POSTMASTER parameters to be defined only while preloading; a
+ * backend that loads rtevents on demand has no workers and needs none.
+ */
+static void
+define_worker_gucs(void)
 {
 	DefineCustomIntVariable("rtevents.port",
 							"TCP port the rtevents worker serves WebSocket, SSE and HTTP on.",
@@ -69,6 +75,22 @@ rt_define_gucs(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("rtevents.database",
+							   "Database in which the rtevents extension is installed.",
+							   "The background workers connect to this database.",
+							   &rt_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+}
+
+void
+rt_define_gucs(void)
+{
+	if (process_shared_preload_libraries_in_progress)
+		define_worker_gucs();
 
 	DefineCustomStringVariable("rtevents.channel",
 							   "NOTIFY channel that announces published events.",
@@ -105,15 +127,6 @@ rt_define_gucs(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
-
-	DefineCustomStringVariable("rtevents.database",
-							   "Database in which the rtevents extension is installed.",
-							   "The background workers connect to this database.",
-							   &rt_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("rtevents");
 }

@@ -1,0 +1,59 @@
+# RtEventsTest: what the rtevents TAP suites share.
+#
+# A cluster with rtevents preloaded, and the notifications a LISTENing psql
+# session sees, parsed out of psql's own output.
+package RtEventsTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use PostgreSQL::Test::Cluster;
+
+our @EXPORT_OK = qw(rtevents_node notifications_of);
+
+# A started cluster with rtevents in shared_preload_libraries; extra lines
+# go to postgresql.conf.
+sub rtevents_node
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ $opts{init} // {} });
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'rtevents'\n" . ($opts{conf} // ''));
+	$node->start unless $opts{no_start};
+	return $node;
+}
+
+# The payloads psql prints for notifications on the rtevents channel while
+# it runs $sql after LISTEN, in the order they arrived.
+sub notifications_of
+{
+	my ($node, $sql, %opts) = @_;
+	my $channel = $opts{channel} // 'rtevents';
+	my ($stdout, $stderr);
+	$node->psql(
+		$opts{dbname} // 'postgres',
+		"LISTEN \"$channel\";\n$sql\nSELECT 'done';\n",
+		stdout => \$stdout,
+		stderr => \$stderr,
+		on_error_stop => 1);
+	die "psql failed: $stderr" if $stderr =~ /ERROR/;
+	return parse_notifications($stdout, $channel);
+}
+
+sub parse_notifications
+{
+	my ($text, $channel) = @_;
+	$channel //= 'rtevents';
+	my @payloads;
+	for my $line (split /\n/, $text // '')
+	{
+		push @payloads, $1
+		  if $line =~ /^Asynchronous notification "\Q$channel\E" with payload "(.*)" received from server process with PID \d+\.$/;
+	}
+	return @payloads;
+}
+
+push @EXPORT_OK, 'parse_notifications';
+
+1;
