@@ -3,6 +3,7 @@
 #   make && make install                 build and install (PG_CONFIG=... to choose a server)
 #   make installcheck                    pg_regress suite against a private, preloaded cluster
 #   test/run                             everything CI runs: deps, warning-free build, all suites
+#   demo/run                             a private cluster with a simulated job runner
 
 EXTENSION = rtevents
 MODULE_big = rtevents
@@ -22,6 +23,8 @@ REGRESS = publish validation insert_paths history ttl indexes
 # root: run as an ordinary user, as test/run does).
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regress.conf
 
+# -Wall -Wextra, less the two warnings PostgreSQL's own headers and callback
+# signatures (PG_FUNCTION_ARGS, GUC hooks) would raise by the dozen.
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 
