@@ -40,8 +40,9 @@ SELECT indexes_used('SELECT e.* FROM execution_events e WHERE true AND e.organiz
 SELECT indexes_used('SELECT e.* FROM execution_events e WHERE true AND e.execution_id = ''e7'' AND e.ts >= ''2026-01-02'' ORDER BY e.id LIMIT 100');
 SELECT indexes_used('SELECT e.* FROM execution_events e WHERE true AND e.ts >= ''2026-01-02'' AND e.ts < ''2026-01-02 00:10'' ORDER BY e.id LIMIT 100');
 
--- Cleanup takes the oldest expired rows.
-SELECT indexes_used('SELECT id FROM execution_events WHERE expires_at <= ''2026-01-31 01:00:00+00'' ORDER BY expires_at LIMIT 10000 FOR UPDATE SKIP LOCKED');
+-- Cleanup picks the oldest expired rows by expires_at and deletes them by id,
+-- without reading the rest of the table.
+SELECT indexes_used('DELETE FROM execution_events WHERE id = ANY (ARRAY(SELECT id FROM execution_events WHERE expires_at <= ''2026-01-31 01:00:00+00'' ORDER BY expires_at LIMIT 10000))');
 
 DROP FUNCTION indexes_used(text);
 DROP EXTENSION rtevents;
