@@ -13,7 +13,10 @@ OBJS = \
 	src/horizon.o \
 	src/event_json.o \
 	src/publish.o \
-	src/cleanup_worker.o
+	src/cleanup_worker.o \
+	src/server_worker.o \
+	src/listen_feed.o \
+	src/http.o
 
 DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"
@@ -28,6 +31,23 @@ REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regres
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 
+# The server worker links libpq (as dblink does) and libwebsockets.
+PG_CPPFLAGS += -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+SHLIB_LINK += -lwebsockets
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Unit tests of the worker's pure C modules: plain programs printing TAP,
+# run by test/t/000_unit.pl.
+UNIT_TESTS = test/unit/test_sequencer
+EXTRA_CLEAN = $(UNIT_TESTS)
+
+unit-tests: $(UNIT_TESTS)
+
+test/unit/test_%: test/unit/test_%.c src/%.c
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport
+
+.PHONY: unit-tests

@@ -15,6 +15,7 @@
 #include <limits.h>
 
 #include "miscadmin.h"
+#include "libpq-fe.h"
 #include "utils/guc.h"
 
 #include "rtevents.h"
@@ -26,6 +27,7 @@ int			rt_default_ttl = 30 * 24 * 60 * 60;
 int			rt_cleanup_interval = 60;
 int			rt_cleanup_batch_size = 10000;
 char	   *rt_database = NULL;
+char	   *rt_feed_conninfo = NULL;
 
 /*
  * The channel is used verbatim by NOTIFY and LISTEN; refuse what NOTIFY would
@@ -47,6 +49,39 @@ check_channel(char **newval, void **extra, GucSource source)
 							NAMEDATALEN);
 		return false;
 	}
+	return true;
+}
+
+/*
+ * A conninfo libpq cannot parse would only show up as a feed that never
+ * connects; refuse it at reload instead.  Parsing connects to nothing.
+ */
+static bool
+check_feed_conninfo(char **newval, void **extra, GucSource source)
+{
+	PQconninfoOption *options;
+	char	   *parse_error = NULL;
+
+	if (**newval == '\0')
+		return true;
+	options = PQconninfoParse(*newval, &parse_error);
+	if (options == NULL)
+	{
+		if (parse_error != NULL)
+		{
+			size_t		len = strlen(parse_error);
+
+			/* libpq ends its messages with a newline; errdetail does not */
+			if (len > 0 && parse_error[len - 1] == '\n')
+				parse_error[len - 1] = '\0';
+			GUC_check_errdetail("%s", parse_error);
+			PQfreemem(parse_error);
+		}
+		else
+			GUC_check_errdetail("Out of memory while parsing the connection string.");
+		return false;
+	}
+	PQconninfoFree(options);
 	return true;
 }
 
@@ -127,6 +162,19 @@ rt_define_gucs(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("rtevents.feed_conninfo",
+							   "Connection string of the rtevents worker's LISTEN connection.",
+							   "Empty connects to this server through its first Unix socket "
+							   "directory, as the operating system user, to rtevents.database. "
+							   "A standby's worker must name the primary here. A dbname left "
+							   "out defaults to rtevents.database; application_name and "
+							   "client_encoding are always \"rtevents feed\" and UTF8.",
+							   &rt_feed_conninfo,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_feed_conninfo, NULL, NULL);
 
 	MarkGUCPrefixReserved("rtevents");
 }

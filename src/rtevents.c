@@ -4,7 +4,7 @@
  *		Module entry: wires the GUCs, shared memory and background workers.
  *
  * Loaded through shared_preload_libraries, rtevents reserves its shared
- * memory and registers its background worker.  Loaded on demand (CREATE
+ * memory and registers its background workers.  Loaded on demand (CREATE
  * EXTENSION without preloading), it offers publishing and history from SQL
  * only: there are no horizon slots and no worker to read them.
  *
@@ -57,4 +57,5 @@ _PG_init(void)
 	shmem_startup_hook = rtevents_shmem_startup;
 
 	rt_register_cleanup_worker();
+	rt_register_server_worker();
 }

@@ -11,7 +11,11 @@
  *	horizon.c			which event ids may still commit (publisher slots)
  *	event_json.c		the event as JSON, exactly as clients receive it
  *	publish.c			rt_publish() and the triggers that NOTIFY inserts
+ *	sequencer.c			the LISTEN feed as one ascending, gap-free stream of ids
  *	cleanup_worker.c	the background worker that runs TTL cleanup
+ *	server_worker.c		the background worker that serves clients: its event loop
+ *	listen_feed.c		the server worker's LISTEN connection
+ *	http.c				the server worker's plain HTTP endpoints
  *
  *-------------------------------------------------------------------------
  */
@@ -45,6 +49,7 @@ extern int	rt_default_ttl;
 extern int	rt_cleanup_interval;
 extern int	rt_cleanup_batch_size;
 extern char *rt_database;
+extern char *rt_feed_conninfo;
 
 extern void rt_define_gucs(void);
 
@@ -75,7 +80,82 @@ extern void rt_event_from_tuple(RtEvent *event, HeapTuple tuple,
 /* publish.c */
 extern void rt_publish_register_callbacks(void);
 
+/* sequencer.c */
+typedef struct RtSequencer
+{
+	int64		decided;		/* every id <= decided: delivered or never */
+	int64		announced;		/* highest id a notification has named */
+	int64		horizon;		/* as read before the current table read */
+	int64		walk_next;		/* next id the current read may deliver */
+} RtSequencer;
+
+extern void rt_sequencer_init(RtSequencer *seq, int64 decided);
+extern bool rt_payload_highest_id(const char *payload, int64 *id);
+extern void rt_sequencer_announce(RtSequencer *seq, int64 id);
+extern bool rt_sequencer_next_read(RtSequencer *seq, int64 horizon,
+								   int64 *after, int64 *upto);
+extern bool rt_sequencer_accept(RtSequencer *seq, int64 id);
+extern void rt_sequencer_read_done(RtSequencer *seq, int64 upto);
+extern bool rt_sequencer_behind(const RtSequencer *seq);
+
 /* cleanup_worker.c */
 extern void rt_register_cleanup_worker(void);
+
+/*
+ * The server worker.  Everything below runs in that one process, around one
+ * libwebsockets event loop; libwebsockets.h is included only by the modules
+ * that call it, hence the incomplete types.
+ *
+ * Code called back from inside the loop (descriptor handlers, lws_sul
+ * timers, HTTP callbacks) must never ereport(ERROR): a longjmp out of
+ * libwebsockets would leave it corrupt.  It uses malloc/free and fixed
+ * buffers, and logs at LOG at most.
+ */
+struct lws;
+struct lws_context;
+struct lws_protocols;
+
+/* server_worker.c */
+typedef enum RtFdEvent
+{
+	RT_FD_READABLE,
+	RT_FD_WRITABLE,				/* after rt_server_want_writable() */
+	RT_FD_CLOSED				/* hung up: the loop has already dropped it */
+} RtFdEvent;
+
+/* Returns nonzero to stop watching (the loop then closes the descriptor). */
+typedef int (*RtFdHandler) (struct lws *wsi, RtFdEvent event, void *arg);
+
+typedef struct RtFdWatch
+{
+	const char *name;			/* for the log */
+	RtFdHandler handler;
+	void	   *arg;
+} RtFdWatch;
+
+extern void rt_register_server_worker(void);
+extern struct lws_context *rt_server_context(void);
+extern struct lws *rt_server_watch_fd(int fd, const RtFdWatch *watch);
+extern void rt_server_want_writable(struct lws *wsi);
+extern void rt_server_unwatch_fd(struct lws *wsi);
+extern void rt_server_wake(void);
+
+/* listen_feed.c */
+typedef enum RtFeedState
+{
+	RT_FEED_DOWN,				/* no connection; a retry is scheduled */
+	RT_FEED_CONNECTING,			/* connecting, or LISTEN not yet confirmed */
+	RT_FEED_UP					/* listening */
+} RtFeedState;
+
+extern void rt_feed_start(void);
+extern void rt_feed_reload(void);
+extern void rt_feed_stop(void);
+extern RtFeedState rt_feed_state(void);
+extern uint64 rt_feed_notifications(void);
+extern void rt_feed_on_notify(const char *payload);
+
+/* http.c */
+extern const struct lws_protocols rt_http_protocol;
 
 #endif							/* RTEVENTS_H */

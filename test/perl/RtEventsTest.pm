@@ -12,14 +12,17 @@ use PostgreSQL::Test::Cluster;
 our @EXPORT_OK = qw(rtevents_node notifications_of);
 
 # A started cluster with rtevents in shared_preload_libraries; extra lines
-# go to postgresql.conf.
+# go to postgresql.conf.  The network worker listens nowhere unless the
+# extra lines say where, so that suites never fight over a port.
 sub rtevents_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(%{ $opts{init} // {} });
 	$node->append_conf('postgresql.conf',
-		"shared_preload_libraries = 'rtevents'\n" . ($opts{conf} // ''));
+		"shared_preload_libraries = 'rtevents'\n"
+		  . "rtevents.listen_addresses = ''\n"
+		  . ($opts{conf} // ''));
 	$node->start unless $opts{no_start};
 	return $node;
 }

@@ -1,0 +1,248 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *		The server worker's plain HTTP endpoints: the "http" protocol of the
+ *		listening vhosts.
+ *
+ * A request is routed by path, then by method, through the table below.  A
+ * path nobody serves is 404; a path served for other methods is 405 with an
+ * Allow header.  HEAD is answered wherever GET is, without the body, as
+ * HTTP requires of every server.  Error bodies are the contract's JSON,
+ * {"error":"<code>","message":"<text>"}, built from constant strings only,
+ * so that nothing a client sends is ever echoed back.
+ *
+ * This runs inside the event loop: no ereport(ERROR), no palloc.  Every size
+ * is bounded: lws caps the request line and headers (the context's
+ * max_http_header_data), bodies are never read, and a reply is composed in
+ * a fixed buffer.
+ *
+ * WebSocket upgrades are refused until the WebSocket protocol exists.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <libwebsockets.h>
+
+#include "rtevents.h"
+
+#define REPLY_BODY_MAX			512
+#define REPLY_HEADERS_MAX		1024
+
+typedef struct HttpReply
+{
+	unsigned int status;
+	const char *content_type;
+	char		allow[64];		/* for 405: the methods the path takes */
+	char		body[REPLY_BODY_MAX];
+	size_t		body_len;
+} HttpReply;
+
+typedef void (*RouteHandler) (struct lws *wsi, HttpReply *reply);
+
+typedef struct Route
+{
+	const char *path;
+	int			method;			/* LWSHUMETH_* */
+	RouteHandler handler;
+} Route;
+
+static void healthz(struct lws *wsi, HttpReply *reply);
+
+/*
+ * Every endpoint.  A path may appear once per method; the Allow header of a
+ * 405 lists the methods of the path's rows, in this order.
+ */
+static const Route routes[] = {
+	{"/healthz", LWSHUMETH_GET, healthz},
+};
+
+static const char *const method_names[] = {
+	[LWSHUMETH_GET] = "GET",
+	[LWSHUMETH_POST] = "POST",
+	[LWSHUMETH_OPTIONS] = "OPTIONS",
+	[LWSHUMETH_PUT] = "PUT",
+	[LWSHUMETH_PATCH] = "PATCH",
+	[LWSHUMETH_DELETE] = "DELETE",
+	[LWSHUMETH_CONNECT] = "CONNECT",
+	[LWSHUMETH_HEAD] = "HEAD",
+};
+
+static void
+reply_text(HttpReply *reply, unsigned int status, const char *text)
+{
+	reply->status = status;
+	reply->content_type = "text/plain; charset=utf-8";
+	reply->body_len = strlcpy(reply->body, text, sizeof(reply->body));
+	Assert(reply->body_len < sizeof(reply->body));
+}
+
+/* code and message are constants without quotes or backslashes. */
+static void
+reply_error(HttpReply *reply, unsigned int status, const char *code,
+			const char *message)
+{
+	int			len;
+
+	reply->status = status;
+	reply->content_type = "application/json";
+	len = snprintf(reply->body, sizeof(reply->body),
+				   "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
+	Assert(len > 0 && len < (int) sizeof(reply->body));
+	reply->body_len = (size_t) len;
+}
+
+/* 200 "ok" while the LISTEN feed is up: that is when events can flow. */
+static void
+healthz(struct lws *wsi, HttpReply *reply)
+{
+	switch (rt_feed_state())
+	{
+		case RT_FEED_UP:
+			reply_text(reply, HTTP_STATUS_OK, "ok");
+			break;
+		case RT_FEED_CONNECTING:
+			reply_error(reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "feed_down",
+						"the LISTEN feed is connecting");
+			break;
+		case RT_FEED_DOWN:
+			reply_error(reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "feed_down",
+						"the LISTEN feed is disconnected; the server is retrying");
+			break;
+	}
+}
+
+static bool
+path_is(const Route *r, const char *path, size_t len)
+{
+	return strlen(r->path) == len && memcmp(r->path, path, len) == 0;
+}
+
+/* Fill reply for a request for path (len bytes, not a C string's length). */
+static void
+route(struct lws *wsi, const char *path, size_t len, int method,
+	  HttpReply *reply)
+{
+	/* HEAD is GET without the body */
+	int			as_method = (method == LWSHUMETH_HEAD) ? LWSHUMETH_GET : method;
+	size_t		allow_len = 0;
+
+	for (size_t i = 0; i < lengthof(routes); i++)
+	{
+		if (routes[i].method == as_method && path_is(&routes[i], path, len))
+		{
+			routes[i].handler(wsi, reply);
+			return;
+		}
+	}
+
+	/* No handler: 405 if the path is served for other methods, else 404. */
+	for (size_t i = 0; i < lengthof(routes); i++)
+	{
+		int			written;
+
+		if (!path_is(&routes[i], path, len))
+			continue;
+		written = snprintf(reply->allow + allow_len,
+						   sizeof(reply->allow) - allow_len,
+						   "%s%s%s", allow_len ? ", " : "",
+						   method_names[routes[i].method],
+						   routes[i].method == LWSHUMETH_GET ? ", HEAD" : "");
+		if (written < 0 || (size_t) written >= sizeof(reply->allow) - allow_len)
+		{
+			Assert(false);		/* make allow[] bigger */
+			reply->allow[allow_len] = '\0';
+			break;
+		}
+		allow_len += (size_t) written;
+	}
+
+	if (allow_len == 0)
+		reply_error(reply, HTTP_STATUS_NOT_FOUND, "not_found",
+					"no such endpoint");
+	else
+		reply_error(reply, HTTP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed",
+					"this endpoint does not take that method");
+}
+
+/*
+ * Headers and body in one write, as lws_return_http_status() does on
+ * HTTP/1 (the only HTTP this server speaks: no TLS, so no ALPN to h2).  What
+ * the socket does not take now, lws keeps and sends when it can.
+ */
+static int
+send_reply(struct lws *wsi, const HttpReply *reply, bool head_only)
+{
+	uint8_t		buf[LWS_PRE + REPLY_HEADERS_MAX + REPLY_BODY_MAX];
+	uint8_t    *start = buf + LWS_PRE;
+	uint8_t    *p = start;
+	uint8_t    *end = buf + sizeof(buf);
+	int			n;
+
+	if (lws_add_http_common_headers(wsi, reply->status, reply->content_type,
+									reply->body_len, &p, end) ||
+		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+									 (const unsigned char *) "no-store", 8,
+									 &p, end))
+		return -1;
+	if (reply->allow[0] != '\0' &&
+		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ALLOW,
+									 (const unsigned char *) reply->allow,
+									 (int) strlen(reply->allow), &p, end))
+		return -1;
+	if (lws_finalize_http_header(wsi, &p, end))
+		return -1;
+
+	if (!head_only)
+	{
+		if ((size_t) (end - p) < reply->body_len)
+			return -1;
+		memcpy(p, reply->body, reply->body_len);
+		p += reply->body_len;
+	}
+
+	n = (int) (p - start);
+	if (lws_write(wsi, start, (size_t) n, LWS_WRITE_HTTP_FINAL) != n)
+		return -1;
+
+	/* nonzero: the connection is not kept alive */
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int
+http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+			  void *user, void *in, size_t len)
+{
+	switch (reason)
+	{
+		case LWS_CALLBACK_HTTP:
+			{
+				HttpReply	reply;
+				char	   *uri;
+				int			uri_len;
+				int			method;
+
+				memset(&reply, 0, sizeof(reply));
+				method = lws_http_get_uri_and_method(wsi, &uri, &uri_len);
+				if (method < 0 || method >= (int) lengthof(method_names) ||
+					method_names[method] == NULL)
+					reply_error(&reply, HTTP_STATUS_BAD_REQUEST, "bad_request",
+								"the request has no method lws can name");
+				else
+					route(wsi, (const char *) in, len, method, &reply);
+				return send_reply(wsi, &reply, method == LWSHUMETH_HEAD);
+			}
+
+		case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+			/* no WebSocket (or h2c) yet: refuse rather than upgrade to http */
+			return 1;
+
+		default:
+			break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+const struct lws_protocols rt_http_protocol = {
+	"http", http_callback, 0, 0, 0, NULL, 0
+};

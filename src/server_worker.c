@@ -1,0 +1,724 @@
+/*-------------------------------------------------------------------------
+ *
+ * server_worker.c
+ *		The background worker that serves clients: its process lifecycle and
+ *		its one event loop.
+ *
+ * The worker owns one libwebsockets context, and lws_service() is the only
+ * place the process ever waits.  Everything else it must hear about is a
+ * descriptor adopted into that loop as a raw file on an internal vhost:
+ *
+ *	- an eventfd the signal handlers write to, so that SIGTERM and SIGHUP
+ *	  wake the loop (a flag alone would wait for the next unrelated event);
+ *	- the postmaster-death pipe, so that the worker exits at once when the
+ *	  postmaster dies instead of serving clients from an orphaned process;
+ *	- the libpq socket of the LISTEN feed (listen_feed.c).
+ *
+ * Listening sockets live on one vhost per resolved rtevents.listen_addresses
+ * entry, all serving the "http" protocol (http.c).
+ *
+ * libwebsockets callbacks must not ereport(ERROR): a longjmp would unwind
+ * through the library and leave it corrupt.  So callbacks only record what
+ * happened, and the work that may throw (re-reading the configuration,
+ * exiting) runs in the main loop between two calls to lws_service().
+ *
+ * Shutdown.  A fast shutdown sends SIGTERM.  A smart shutdown sends nothing
+ * to background workers until every regular session has ended, and the
+ * feed's LISTEN connection is such a session: the worker would wait for the
+ * postmaster and the postmaster for the worker.  So the worker reads the
+ * status line the postmaster writes into postmaster.pid (the one pg_ctl
+ * polls) once a second, and when it says "stopping" closes the feed, its
+ * clients and its listening sockets, and exits.
+ *
+ * Descriptor budget.  The soft RLIMIT_NOFILE is raised to the hard limit at
+ * start, and lws's descriptor table is sized to match: lws indexes that
+ * table by descriptor number, and a table smaller than the limit makes lws
+ * fall back to a linear search on every event.  The worker opens no
+ * relation files, so fd.c's max_files_per_process budget does not apply to
+ * its sockets.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libwebsockets.h>
+
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "storage/ipc.h"
+#include "storage/pmsignal.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/pidfile.h"
+#include "utils/varlena.h"
+
+#include "rtevents.h"
+
+PGDLLEXPORT void rt_server_worker_main(Datum main_arg);
+
+/*
+ * lws keeps a pollfd and a lookup slot per possible descriptor; cap what a
+ * huge or unlimited hard limit would make it allocate (16 bytes a slot).
+ */
+#define RT_MAX_FDS				(1 << 20)
+#define RT_WANT_FDS				10240	/* below this, say so in the log */
+
+#define RT_PM_STATUS_CHECK_US	(1 * LWS_US_PER_SEC)
+
+#define RT_RAW_PROTOCOL			"rtevents-fd"
+
+/* HTTP request limits; bodies are not read by anything yet. */
+#define RT_HTTP_HEADER_MAX		4096
+#define RT_HTTP_TIMEOUT_S		10
+
+static struct lws_context *context = NULL;
+static struct lws_vhost *internal_vhost = NULL;
+
+/* Written by signal handlers, read by the main loop. */
+static int	wake_fd = -1;
+
+/* Set by loop callbacks, acted on by the main loop. */
+static bool postmaster_death_suspected = false;
+static bool smart_stop_requested = false;
+static bool exiting = false;
+
+static lws_sorted_usec_list_t pm_status_timer;
+
+/* ----------------------------------------------------------------
+ * Registration
+ * ----------------------------------------------------------------
+ */
+
+void
+rt_register_server_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	/* No database connection: events reach the worker over libpq. */
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	/* Hot standbys serve clients too. */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "rtevents");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "rt_server_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "rtevents server");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "rtevents server");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* ----------------------------------------------------------------
+ * Signals and the wake-up eventfd
+ * ----------------------------------------------------------------
+ */
+
+/* Async-signal-safe: one write(2) to an eventfd. */
+void
+rt_server_wake(void)
+{
+	uint64		one = 1;
+	ssize_t		rc;
+
+	if (wake_fd < 0)
+		return;
+	rc = write(wake_fd, &one, sizeof(one));
+	(void) rc;					/* EAGAIN: the counter is already nonzero */
+}
+
+static void
+handle_sighup(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ConfigReloadPending = true;
+	rt_server_wake();
+	errno = save_errno;
+}
+
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ShutdownRequestPending = true;
+	rt_server_wake();
+	errno = save_errno;
+}
+
+/* The flags are the message; reading only re-arms the eventfd. */
+static int
+wake_fd_event(struct lws *wsi, RtFdEvent event, void *arg)
+{
+	uint64		value;
+
+	if (event == RT_FD_READABLE)
+	{
+		while (read(wake_fd, &value, sizeof(value)) > 0)
+			;
+		return 0;
+	}
+	if (event == RT_FD_CLOSED)
+		elog(LOG, "rtevents server: wake-up eventfd hung up");
+	return 0;
+}
+
+static const RtFdWatch wake_watch = {
+	"wake-up eventfd", wake_fd_event, NULL
+};
+
+/*
+ * The postmaster holds the write end of this pipe and never writes: it
+ * becomes readable (or hangs up) only when the postmaster is gone.
+ */
+static int
+postmaster_pipe_event(struct lws *wsi, RtFdEvent event, void *arg)
+{
+	postmaster_death_suspected = true;
+	return 1;
+}
+
+static const RtFdWatch postmaster_watch = {
+	"postmaster-death pipe", postmaster_pipe_event, NULL
+};
+
+static void
+watch_postmaster(void)
+{
+	int			dupfd;
+
+	dupfd = fcntl(postmaster_alive_fds[POSTMASTER_FD_WATCH], F_DUPFD_CLOEXEC, 0);
+	if (dupfd < 0)
+		ereport(FATAL,
+				(errmsg("rtevents server: could not duplicate the postmaster-death pipe: %m")));
+	if (rt_server_watch_fd(dupfd, &postmaster_watch) == NULL)
+		ereport(FATAL,
+				(errmsg("rtevents server: could not watch the postmaster-death pipe")));
+}
+
+/* ----------------------------------------------------------------
+ * Descriptors in the event loop
+ * ----------------------------------------------------------------
+ */
+
+static int
+raw_fd_callback(struct lws *wsi, enum lws_callback_reasons reason,
+				void *user, void *in, size_t len)
+{
+	const RtFdWatch *watch;
+	RtFdEvent	event;
+
+	switch (reason)
+	{
+		case LWS_CALLBACK_RAW_ADOPT_FILE:
+			/* lws 4.1 leaks a raw-file wsi whose adoption is refused here */
+			return 0;
+		case LWS_CALLBACK_RAW_RX_FILE:
+			event = RT_FD_READABLE;
+			break;
+		case LWS_CALLBACK_RAW_WRITEABLE_FILE:
+			event = RT_FD_WRITABLE;
+			break;
+		case LWS_CALLBACK_RAW_CLOSE_FILE:
+			event = RT_FD_CLOSED;
+			break;
+		default:
+			return 0;
+	}
+
+	watch = lws_get_opaque_user_data(wsi);
+	if (watch == NULL || exiting)
+	{
+		/* Unwatched and waiting to be closed: close it now. */
+		return event == RT_FD_CLOSED ? 0 : -1;
+	}
+
+	if (event == RT_FD_CLOSED)
+	{
+		lws_set_opaque_user_data(wsi, NULL);
+		(void) watch->handler(wsi, event, watch->arg);
+		return 0;
+	}
+	if (watch->handler(wsi, event, watch->arg) != 0)
+	{
+		/* The handler let go; it hears nothing more, not even the close. */
+		lws_set_opaque_user_data(wsi, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct lws_protocols internal_protocols[] = {
+	{RT_RAW_PROTOCOL, raw_fd_callback, 0, 0, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0}	/* terminator */
+};
+
+struct lws_context *
+rt_server_context(void)
+{
+	return context;
+}
+
+/*
+ * Adopt fd into the event loop; the loop owns it from now on and closes it
+ * when it is unwatched.  Returns NULL, having closed fd, on failure.
+ *
+ * lws closes an adopted descriptor when it lets go of it, so a descriptor
+ * someone else owns (libpq's socket, the postmaster pipe) must be adopted
+ * as a dup().
+ */
+struct lws *
+rt_server_watch_fd(int fd, const RtFdWatch *watch)
+{
+	lws_adopt_desc_t desc;
+	struct lws *wsi;
+
+	memset(&desc, 0, sizeof(desc));
+	desc.vh = internal_vhost;
+	desc.type = LWS_ADOPT_RAW_FILE_DESC;
+	desc.fd.filefd = fd;
+	desc.vh_prot_name = RT_RAW_PROTOCOL;
+	desc.opaque = (void *) watch;
+
+	wsi = lws_adopt_descriptor_vhost_via_info(&desc);
+	if (wsi == NULL)
+	{
+		/* lws 4.1 closes a failed socket, but not a failed file. */
+		elog(LOG, "rtevents server: could not add the %s to the event loop",
+			 watch->name);
+		close(fd);
+	}
+	return wsi;
+}
+
+void
+rt_server_want_writable(struct lws *wsi)
+{
+	lws_callback_on_writable(wsi);
+}
+
+/*
+ * Stop watching: the handler hears nothing more, and the loop closes the
+ * descriptor at the start of its next turn.  Safe from inside the handler.
+ */
+void
+rt_server_unwatch_fd(struct lws *wsi)
+{
+	lws_set_opaque_user_data(wsi, NULL);
+	lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* ----------------------------------------------------------------
+ * Smart shutdown: the postmaster's status line in postmaster.pid
+ * ----------------------------------------------------------------
+ */
+
+/* Plain POSIX I/O: this runs inside lws_service(). */
+static bool
+postmaster_reports_stopping(void)
+{
+	char		path[MAXPGPATH];
+	char		buf[1024];
+	ssize_t		n;
+	int			fd;
+	int			line = 1;
+	char	   *p;
+
+	snprintf(path, sizeof(path), "%s/postmaster.pid", DataDir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+
+	for (p = buf; *p != '\0' && line < LOCK_FILE_LINE_PM_STATUS; p++)
+	{
+		if (*p == '\n')
+			line++;
+	}
+	return line == LOCK_FILE_LINE_PM_STATUS &&
+		strncmp(p, PM_STATUS_STOPPING, strlen(PM_STATUS_STOPPING)) == 0;
+}
+
+static void
+pm_status_check(lws_sorted_usec_list_t *sul)
+{
+	if (postmaster_reports_stopping())
+	{
+		smart_stop_requested = true;
+		/* sul callbacks run before the loop's wait: end that wait now */
+		rt_server_wake();
+		return;
+	}
+	lws_sul_schedule(context, 0, &pm_status_timer, pm_status_check,
+					 RT_PM_STATUS_CHECK_US);
+}
+
+/* ----------------------------------------------------------------
+ * Start-up
+ * ----------------------------------------------------------------
+ */
+
+/* Returns the descriptor limit the process now has. */
+static int
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t		want;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+	{
+		elog(LOG, "rtevents server: getrlimit(RLIMIT_NOFILE) failed: %m");
+		return 1024;
+	}
+	want = rl.rlim_max;
+	if (want == RLIM_INFINITY || want > RT_MAX_FDS)
+		want = RT_MAX_FDS;
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur < want)
+	{
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			elog(LOG, "rtevents server: could not raise the open file limit to %lu: %m",
+				 (unsigned long) want);
+		else if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = 1024;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > RT_MAX_FDS)
+		return RT_MAX_FDS;
+	if (rl.rlim_cur < RT_WANT_FDS)
+		ereport(LOG,
+				(errmsg("rtevents server: open file limit is %lu",
+						(unsigned long) rl.rlim_cur),
+				 errhint("Raise the hard limit on open files for the server (ulimit -Hn, LimitNOFILE) to serve more clients.")));
+	return (int) rl.rlim_cur;
+}
+
+/*
+ * lws error lines, routed to the server log.  Some of them can be provoked
+ * by clients, so at most RT_LWS_LOG_BURST of them per minute get through.
+ */
+#define RT_LWS_LOG_BURST		20
+
+static void
+lws_log_emit(int level, const char *line)
+{
+	static time_t window_start = 0;
+	static int	logged = 0;
+	static int	suppressed = 0;
+	time_t		now = time(NULL);
+	size_t		len = strlen(line);
+
+	if (now - window_start >= 60)
+	{
+		if (suppressed > 0)
+			elog(LOG, "libwebsockets: %d more messages suppressed", suppressed);
+		window_start = now;
+		logged = 0;
+		suppressed = 0;
+	}
+	if (logged >= RT_LWS_LOG_BURST)
+	{
+		suppressed++;
+		return;
+	}
+	logged++;
+
+	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	elog(LOG, "libwebsockets: %.*s", (int) len, line);
+}
+
+typedef struct ListenAddr
+{
+	char	   *numeric;		/* what lws binds: it takes no host names */
+	int			family;
+} ListenAddr;
+
+/*
+ * Resolve rtevents.listen_addresses, Postgres-style: a comma-separated list
+ * of host names and addresses, "*" for every interface, "" for none.  lws
+ * binds to a numeric address or interface name only, and one address per
+ * vhost, so "localhost" becomes 127.0.0.1 and ::1, each on its own vhost.
+ */
+static List *
+resolve_listen_addresses(void)
+{
+	char	   *raw = pstrdup(rt_listen_addresses);
+	List	   *names;
+	List	   *result = NIL;
+	ListCell   *lc;
+	char		port[16];
+
+	if (!SplitGUCList(raw, ',', &names))
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in parameter \"%s\"",
+						"rtevents.listen_addresses")));
+
+	snprintf(port, sizeof(port), "%d", rt_port);
+	foreach(lc, names)
+	{
+		const char *name = (const char *) lfirst(lc);
+		struct addrinfo hints;
+		struct addrinfo *res;
+		struct addrinfo *ai;
+		int			rc;
+
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+		rc = getaddrinfo(strcmp(name, "*") == 0 ? NULL : name, port,
+						 &hints, &res);
+		if (rc != 0)
+		{
+			ereport(LOG,
+					(errmsg("rtevents server: could not resolve \"%s\": %s",
+							name, gai_strerror(rc))));
+			continue;
+		}
+		for (ai = res; ai != NULL; ai = ai->ai_next)
+		{
+			char		host[NI_MAXHOST];
+			ListCell   *lc2;
+			bool		seen = false;
+			ListenAddr *addr;
+
+			if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+				continue;
+			if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host),
+							NULL, 0, NI_NUMERICHOST) != 0)
+				continue;
+			foreach(lc2, result)
+			{
+				if (strcmp(((ListenAddr *) lfirst(lc2))->numeric, host) == 0)
+					seen = true;
+			}
+			if (seen)
+				continue;
+			addr = palloc(sizeof(ListenAddr));
+			addr->numeric = pstrdup(host);
+			addr->family = ai->ai_family;
+			result = lappend(result, addr);
+		}
+		freeaddrinfo(res);
+	}
+	return result;
+}
+
+/* An IPv6 vhost on a kernel without IPv6 would get no socket, silently. */
+static bool
+ipv6_available(void)
+{
+	int			fd = socket(AF_INET6, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static void
+create_listen_vhosts(void)
+{
+	static struct lws_protocols http_protocols[2];
+	List	   *addrs = resolve_listen_addresses();
+	ListCell   *lc;
+	int			listening = 0;
+
+	if (addrs == NIL)
+	{
+		if (rt_listen_addresses[0] != '\0')
+			ereport(FATAL,
+					(errmsg("rtevents server: no usable address in rtevents.listen_addresses \"%s\"",
+							rt_listen_addresses)));
+		ereport(LOG,
+				(errmsg("rtevents server: rtevents.listen_addresses is empty; not listening")));
+		return;
+	}
+
+	/* lws keeps pointers to the protocols and the interface name */
+	http_protocols[0] = rt_http_protocol;
+	memset(&http_protocols[1], 0, sizeof(http_protocols[1]));
+
+	foreach(lc, addrs)
+	{
+		ListenAddr *addr = (ListenAddr *) lfirst(lc);
+		struct lws_context_creation_info info;
+
+		if (addr->family == AF_INET6 && !ipv6_available())
+		{
+			ereport(LOG,
+					(errmsg("rtevents server: not listening on \"%s\": IPv6 is not available",
+							addr->numeric)));
+			continue;
+		}
+
+		memset(&info, 0, sizeof(info));
+		info.vhost_name = addr->numeric;
+		info.iface = addr->numeric;
+		info.port = rt_port;
+		info.protocols = http_protocols;
+		info.keepalive_timeout = 30;
+		info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+		/*
+		 * lws binds an IPv4 literal wrongly on an IPv6 socket (it lands in
+		 * the wrong sockaddr field and binds ::), so IPv4 stays IPv4; and
+		 * IPv6 stays IPv6-only, since IPv4 has its own vhost.
+		 */
+		if (addr->family == AF_INET)
+			info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+		else
+			info.options |= LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY |
+				LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
+
+		if (lws_create_vhost(context, &info) == NULL)
+		{
+			ereport(LOG,
+					(errmsg("rtevents server: could not listen on \"%s\" port %d",
+							addr->numeric, rt_port)));
+			continue;
+		}
+		ereport(LOG,
+				(errmsg("rtevents server listening on \"%s\" port %d",
+						addr->numeric, rt_port)));
+		listening++;
+	}
+
+	/* As the postmaster does: some addresses may fail, not all of them. */
+	if (listening == 0)
+		ereport(FATAL,
+				(errmsg("rtevents server: could not listen on any of \"%s\" port %d",
+						rt_listen_addresses, rt_port)));
+}
+
+static void
+create_event_loop(int fd_limit)
+{
+	struct lws_context_creation_info info;
+
+	lws_set_log_level(LLL_ERR, lws_log_emit);
+
+	memset(&info, 0, sizeof(info));
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+	info.fd_limit_per_thread = (unsigned int) fd_limit;
+	info.count_threads = 1;
+	info.server_string = "rtevents";
+	info.max_http_header_data = RT_HTTP_HEADER_MAX;
+	info.timeout_secs = RT_HTTP_TIMEOUT_S;
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	context = lws_create_context(&info);
+	if (context == NULL)
+		ereport(FATAL,
+				(errmsg("rtevents server: could not create the libwebsockets context")));
+
+	memset(&info, 0, sizeof(info));
+	info.vhost_name = "rtevents-internal";
+	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+	info.protocols = internal_protocols;
+	internal_vhost = lws_create_vhost(context, &info);
+	if (internal_vhost == NULL)
+		ereport(FATAL,
+				(errmsg("rtevents server: could not create the internal vhost")));
+
+	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (wake_fd < 0)
+		ereport(FATAL,
+				(errmsg("rtevents server: could not create an eventfd: %m")));
+	if (rt_server_watch_fd(wake_fd, &wake_watch) == NULL)
+	{
+		wake_fd = -1;
+		ereport(FATAL,
+				(errmsg("rtevents server: could not watch the wake-up eventfd")));
+	}
+
+	watch_postmaster();
+	create_listen_vhosts();
+}
+
+/* ----------------------------------------------------------------
+ * Main
+ * ----------------------------------------------------------------
+ */
+
+/* Closes the feed, the clients and the listening sockets. */
+static void
+shut_down(void)
+{
+	rt_feed_stop();
+	lws_sul_cancel(&pm_status_timer);
+	exiting = true;
+	lws_context_destroy(context);
+	context = NULL;
+}
+
+void
+rt_server_worker_main(Datum main_arg)
+{
+	int			fd_limit;
+
+	pqsignal(SIGHUP, handle_sighup);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	fd_limit = raise_fd_limit();
+	create_event_loop(fd_limit);
+
+	rt_feed_start();
+	pm_status_check(&pm_status_timer);
+
+	for (;;)
+	{
+		if (lws_service(context, 0) < 0)
+		{
+			ereport(LOG,
+					(errmsg("rtevents server: the event loop failed; restarting")));
+			proc_exit(1);
+		}
+
+		if (postmaster_death_suspected)
+		{
+			if (!PostmasterIsAlive())
+				proc_exit(1);	/* no cleanup: the cluster is gone */
+			/* cannot happen; if it does, keep watching */
+			postmaster_death_suspected = false;
+			watch_postmaster();
+		}
+
+		if (ShutdownRequestPending)
+		{
+			/* pg_terminate_backend() too: exit 1 so that it is restarted */
+			shut_down();
+			proc_exit(1);
+		}
+		if (smart_stop_requested)
+		{
+			ereport(LOG,
+					(errmsg("rtevents server: smart shutdown in progress; closing the feed and exiting")));
+			shut_down();
+			/* 0: the postmaster is stopping and must not restart us */
+			proc_exit(0);
+		}
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			rt_feed_reload();
+		}
+	}
+}
