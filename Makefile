@@ -16,7 +16,10 @@ OBJS = \
 	src/cleanup_worker.o \
 	src/server_worker.o \
 	src/listen_feed.o \
-	src/http.o
+	src/http.o \
+	src/feed_read.o \
+	src/sequencer.o \
+	src/stream.o
 
 DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"

@@ -113,6 +113,15 @@ RETURNS bigint
 AS 'MODULE_PATHNAME', 'rt_horizon'
 LANGUAGE C VOLATILE;
 
+-- How the server worker's feed reads new events: a header row with the
+-- horizon (read first), then the rows in (after, upto] with their JSON, read
+-- with a snapshot taken after the horizon.  See src/feed_read.c.
+CREATE FUNCTION rt_read_events(after bigint, upto bigint, lim integer)
+RETURNS TABLE (id bigint, type text, execution_id text, batch_id text,
+			   job_id text, organization_id text, event text, horizon bigint)
+AS 'MODULE_PATHNAME', 'rt_read_events'
+LANGUAGE C VOLATILE STRICT;
+
 -- History: the filters and cursor of GET /api/events, ascending id.  The
 -- query is built from the filters given, so that each one can use its index;
 -- the values are always passed as parameters.

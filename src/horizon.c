@@ -250,7 +250,12 @@ rt_horizon_lowest_open_id(bool *any_open)
 {
 	uint64		lowest = SLOT_FREE;
 
-	Assert(horizon != NULL);
+	if (horizon == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("rtevents is not loaded through shared_preload_libraries"),
+				 errhint("Add rtevents to shared_preload_libraries and restart the server.")));
+
 	pg_memory_barrier();
 	for (int i = 0; i < horizon->nslots; i++)
 	{
@@ -268,22 +273,14 @@ PG_FUNCTION_INFO_V1(rt_horizon);
 
 /*
  * rt_horizon() returns bigint: the lowest id that may still commit, or NULL
- * when no publishing transaction is open.  A worker on a standby asks the
- * primary this over its LISTEN connection.
+ * when no publishing transaction is open.
  */
 Datum
 rt_horizon(PG_FUNCTION_ARGS)
 {
 	bool		any_open;
-	int64		lowest;
+	int64		lowest = rt_horizon_lowest_open_id(&any_open);
 
-	if (horizon == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("rtevents is not loaded through shared_preload_libraries"),
-				 errhint("Add rtevents to shared_preload_libraries and restart the server.")));
-
-	lowest = rt_horizon_lowest_open_id(&any_open);
 	if (!any_open)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(lowest);

@@ -26,7 +26,7 @@
 
 #include "rtevents.h"
 
-#define REPLY_BODY_MAX			512
+#define REPLY_BODY_MAX			4096
 #define REPLY_HEADERS_MAX		1024
 
 typedef struct HttpReply
@@ -48,6 +48,7 @@ typedef struct Route
 } Route;
 
 static void healthz(struct lws *wsi, HttpReply *reply);
+static void metrics(struct lws *wsi, HttpReply *reply);
 
 /*
  * Every endpoint.  A path may appear once per method; the Allow header of a
@@ -55,6 +56,7 @@ static void healthz(struct lws *wsi, HttpReply *reply);
  */
 static const Route routes[] = {
 	{"/healthz", LWSHUMETH_GET, healthz},
+	{"/metrics", LWSHUMETH_GET, metrics},
 };
 
 static const char *const method_names[] = {
@@ -110,6 +112,43 @@ healthz(struct lws *wsi, HttpReply *reply)
 						"the LISTEN feed is disconnected; the server is retrying");
 			break;
 	}
+}
+
+/* Prometheus text format: what the worker has received and let out. */
+static void
+metrics(struct lws *wsi, HttpReply *reply)
+{
+	int			len;
+
+	reply->status = HTTP_STATUS_OK;
+	reply->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	len = snprintf(reply->body, sizeof(reply->body),
+				   "# HELP rtevents_feed_up Whether the LISTEN feed is connected.\n"
+				   "# TYPE rtevents_feed_up gauge\n"
+				   "rtevents_feed_up %d\n"
+				   "# HELP rtevents_notifications_total Notifications received on the LISTEN feed.\n"
+				   "# TYPE rtevents_notifications_total counter\n"
+				   "rtevents_notifications_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_feed_reads_total Reads of new events from the table.\n"
+				   "# TYPE rtevents_feed_reads_total counter\n"
+				   "rtevents_feed_reads_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_events_in_total Events let out to the live stream, in id order.\n"
+				   "# TYPE rtevents_events_in_total counter\n"
+				   "rtevents_events_in_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_events_dropped_total Events the worker could not hold in memory.\n"
+				   "# TYPE rtevents_events_dropped_total counter\n"
+				   "rtevents_events_dropped_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_last_event_id The highest id the live stream has decided.\n"
+				   "# TYPE rtevents_last_event_id gauge\n"
+				   "rtevents_last_event_id " INT64_FORMAT "\n",
+				   rt_feed_state() == RT_FEED_UP ? 1 : 0,
+				   rt_feed_notifications(),
+				   rt_feed_reads(),
+				   rt_stream_delivered(),
+				   rt_stream_dropped(),
+				   rt_stream_last_id());
+	Assert(len > 0 && len < (int) sizeof(reply->body));
+	reply->body_len = (size_t) len;
 }
 
 static bool

@@ -18,6 +18,15 @@
  *	- once connected it sends LISTEN and, on every readable event, consumes
  *	  input and hands each notification's payload to rt_feed_on_notify().
  *
+ * The same connection reads the events.  A notification only names an id
+ * (sequencer.c); the rows come from rt_read_events() (feed_read.c), one
+ * query at a time, and whatever the sequencer lets out goes to the live
+ * stream (stream.c).  After LISTEN the feed looks up the extension's schema
+ * and the highest id, so that a reconnect reads what was committed while it
+ * was away: nothing is lost with the connection.  While the sequencer is
+ * held back by an open transaction that may roll back (which announces
+ * nothing), the read is retried on a timer, 2 ms doubling to 100 ms.
+ *
  * A lost connection (pg_terminate_backend, a restart of the primary, a
  * network failure caught by keepalives) or a failed attempt is retried on an
  * lws_sul timer, 100 ms after the failure and doubling up to 5 s; an attempt
@@ -54,6 +63,19 @@
 #define FEED_BACKOFF_MIN_MS		100
 #define FEED_BACKOFF_MAX_MS		5000
 #define FEED_CONNECT_TIMEOUT_S	10
+#define FEED_READ_LIMIT			1000	/* rows per rt_read_events() */
+#define FEED_READ_RETRY_MIN_MS	2
+#define FEED_READ_RETRY_MAX_MS	100
+#define FEED_SCHEMA_RETRY_MS	5000
+
+typedef enum FeedQuery
+{
+	FEED_Q_NONE,
+	FEED_Q_LISTEN,				/* LISTEN */
+	FEED_Q_SCHEMA,				/* where is the extension? */
+	FEED_Q_INIT,				/* the highest id, and the horizon */
+	FEED_Q_READ					/* rt_read_events() */
+} FeedQuery;
 
 typedef enum FeedPhase
 {
@@ -77,9 +99,29 @@ typedef struct Feed
 	lws_sorted_usec_list_t deadline_timer;
 	uint64		notifications;
 	char		last_error[256];	/* the last failure logged */
+
+	/* Reading events (see the header comment) */
+	FeedQuery	query;			/* the query in flight */
+	bool		schema_known;	/* read_sql and init_sql are built */
+	bool		schema_missing_logged;
+	char		init_sql[256 + 4 * NAMEDATALEN];
+	char		read_sql[256 + 2 * NAMEDATALEN];
+	RtSequencer seq;
+	bool		seq_started;	/* the live stream's start is known */
+	int64		early_announced;	/* announced before it was */
+	int64		read_upto;		/* range of the read in flight */
+	int64		read_decided;	/* seq.decided when it was sent */
+	int64		read_announced; /* seq.announced when it was sent */
+	int			read_retry_ms;
+	lws_sorted_usec_list_t read_timer;
+	uint64		reads;
 } Feed;
 
-static Feed feed = {.phase = FEED_IDLE, .backoff_ms = FEED_BACKOFF_MIN_MS};
+static Feed feed = {
+	.phase = FEED_IDLE,
+	.backoff_ms = FEED_BACKOFF_MIN_MS,
+	.read_retry_ms = FEED_READ_RETRY_MIN_MS
+};
 
 /* Built by build_params() outside the loop; read-only inside it. */
 static MemoryContext params_cxt = NULL;
@@ -94,6 +136,12 @@ static int	feed_fd_event(struct lws *wsi, RtFdEvent event, void *arg);
 static const RtFdWatch feed_watch = {
 	"LISTEN feed socket", feed_fd_event, NULL
 };
+
+static bool feed_flush(void);
+static void feed_failed(const char *why);
+static void feed_send_schema_query(void);
+static void feed_result(PGresult *res);
+static void feed_query_done(void);
 
 /* ----------------------------------------------------------------
  * Connection parameters (main loop only: these palloc)
@@ -215,6 +263,9 @@ static void
 feed_close(void)
 {
 	lws_sul_cancel(&feed.deadline_timer);
+	lws_sul_cancel(&feed.read_timer);
+	feed.query = FEED_Q_NONE;
+	feed.schema_known = false;
 	if (feed.wsi != NULL)
 	{
 		rt_server_unwatch_fd(feed.wsi);
@@ -404,6 +455,7 @@ feed_send_listen(void)
 		return;
 	}
 	feed.phase = FEED_LISTENING;
+	feed.query = FEED_Q_LISTEN;
 	if (!feed_watch_socket(false))
 	{
 		feed_failed("could not watch the connection's socket");
@@ -460,6 +512,14 @@ feed_consume(void)
 
 		if (res == NULL)
 			break;
+		if (feed.phase == FEED_UP)
+		{
+			feed_result(res);
+			PQclear(res);
+			if (feed.conn == NULL)
+				return;			/* the result failed the connection */
+			continue;
+		}
 		if (feed.phase == FEED_LISTENING)
 		{
 			if (PQresultStatus(res) != PGRES_COMMAND_OK)
@@ -483,8 +543,285 @@ feed_consume(void)
 		PQfreemem(notify);
 	}
 
-	if (PQstatus(feed.conn) == CONNECTION_BAD)
+	/* A query is complete once libpq has nothing more for it. */
+	if (feed.phase == FEED_UP && feed.query != FEED_Q_NONE && !PQisBusy(feed.conn))
+	{
+		PGresult   *res = PQgetResult(feed.conn);
+
+		if (res == NULL)
+			feed_query_done();
+		else
+		{
+			feed_result(res);
+			PQclear(res);
+		}
+	}
+
+	if (feed.conn != NULL && PQstatus(feed.conn) == CONNECTION_BAD)
 		feed_failed(PQerrorMessage(feed.conn));
+}
+
+/* ----------------------------------------------------------------
+ * Reading events (loop-safe: libpq and malloc only)
+ * ----------------------------------------------------------------
+ */
+
+static void
+feed_send(FeedQuery query, const char *sql, int nparams, const char *const *params)
+{
+	Assert(feed.query == FEED_Q_NONE);
+	if (!PQsendQueryParams(feed.conn, sql, nparams, NULL, params, NULL, NULL, 0))
+	{
+		feed_failed(PQerrorMessage(feed.conn));
+		return;
+	}
+	feed.query = query;
+	(void) feed_flush();
+}
+
+static void
+feed_send_schema_query(void)
+{
+	feed_send(FEED_Q_SCHEMA,
+			  "SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+			  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+			  " WHERE e.extname = 'rtevents'",
+			  0, NULL);
+}
+
+static void
+feed_schema_retry(lws_sorted_usec_list_t *sul)
+{
+	if (feed.phase == FEED_UP && feed.query == FEED_Q_NONE && !feed.schema_known)
+		feed_send_schema_query();
+}
+
+/* Send the next read if the sequencer wants one and none is in flight. */
+static void
+feed_maybe_read(void)
+{
+	int64		after;
+	char		after_s[24],
+				upto_s[24],
+				limit_s[16];
+	const char *params[3] = {after_s, upto_s, limit_s};
+
+	if (feed.phase != FEED_UP || feed.query != FEED_Q_NONE ||
+		!feed.schema_known || !feed.seq_started ||
+		!rt_sequencer_next_read(&feed.seq, &after, &feed.read_upto))
+		return;
+
+	lws_sul_cancel(&feed.read_timer);
+	feed.read_decided = feed.seq.decided;
+	feed.read_announced = feed.seq.announced;
+	snprintf(after_s, sizeof(after_s), INT64_FORMAT, after);
+	snprintf(upto_s, sizeof(upto_s), INT64_FORMAT, feed.read_upto);
+	snprintf(limit_s, sizeof(limit_s), "%d", FEED_READ_LIMIT);
+	feed.reads++;
+	feed_send(FEED_Q_READ, feed.read_sql, 3, params);
+}
+
+static void
+feed_read_retry(lws_sorted_usec_list_t *sul)
+{
+	feed_maybe_read();
+}
+
+static int64
+value_int64(const PGresult *res, int row, int col)
+{
+	return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static const char *
+value_or_null(const PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+/* The rows of rt_read_events: a header with the horizon, then events. */
+static void
+feed_read_result(const PGresult *res)
+{
+	int			nrows = PQntuples(res);
+	int64		upto = feed.read_upto;
+	int64		last_row = 0;
+
+	if (nrows < 1 || PQnfields(res) != 8)
+	{
+		feed_failed("rt_read_events returned an unexpected result");
+		return;
+	}
+	rt_sequencer_read_horizon(&feed.seq, PQgetisnull(res, 0, 7) ?
+							  PG_INT64_MAX : value_int64(res, 0, 7));
+
+	for (int row = 1; row < nrows; row++)
+	{
+		int64		id = value_int64(res, row, 0);
+
+		last_row = id;
+		if (!rt_sequencer_accept(&feed.seq, id))
+			continue;
+		{
+			RtStreamEvent *ev = rt_stream_event_new(id,
+													value_or_null(res, row, 1),
+													value_or_null(res, row, 2),
+													value_or_null(res, row, 3),
+													value_or_null(res, row, 4),
+													value_or_null(res, row, 5),
+													value_or_null(res, row, 6));
+
+			if (ev != NULL)
+				rt_stream_deliver(ev);
+			else
+				rt_stream_drop(id);
+		}
+	}
+	/* A full page may stop short of the range: done up to its last row. */
+	if (nrows - 1 == FEED_READ_LIMIT)
+		upto = last_row;
+	rt_sequencer_read_done(&feed.seq, upto);
+}
+
+/* The highest id and the horizon, after (re)connecting. */
+static void
+feed_init_result(const PGresult *res)
+{
+	int64		highest;
+	int64		start;
+
+	if (PQntuples(res) != 1)
+	{
+		feed_failed("the feed's first read returned no row");
+		return;
+	}
+	highest = value_int64(res, 0, 0);
+	/* Ids below an open transaction's may still commit: start before it. */
+	start = PQgetisnull(res, 0, 1) ? highest :
+		Min(highest, value_int64(res, 0, 1) - 1);
+
+	if (feed.seq_started && highest < feed.seq.decided)
+	{
+		elog(LOG, "rtevents feed: event ids went back from " INT64_FORMAT " to " INT64_FORMAT " (was the extension recreated?); restarting the stream",
+			 feed.seq.decided, highest);
+		feed.seq_started = false;
+	}
+	if (!feed.seq_started)
+	{
+		rt_sequencer_init(&feed.seq, start);
+		rt_stream_start(start);
+		rt_sequencer_announce(&feed.seq, feed.early_announced);
+		feed.seq_started = true;
+	}
+	rt_sequencer_announce(&feed.seq, highest);
+}
+
+static void
+feed_schema_result(const PGresult *res)
+{
+	const char *schema;
+
+	if (PQntuples(res) != 1)
+	{
+		if (!feed.schema_missing_logged)
+			elog(LOG, "rtevents feed: extension rtevents is not installed in the feed's database; waiting for CREATE EXTENSION");
+		feed.schema_missing_logged = true;
+		return;
+	}
+	feed.schema_missing_logged = false;
+	schema = PQgetvalue(res, 0, 0);
+	if (strlen(schema) > 2 * NAMEDATALEN + 2)
+	{
+		feed_failed("extension schema name too long");
+		return;
+	}
+	snprintf(feed.read_sql, sizeof(feed.read_sql),
+			 "SELECT id, type, execution_id, batch_id, job_id, organization_id,"
+			 " event, horizon FROM %s.rt_read_events($1, $2, $3)", schema);
+	snprintf(feed.init_sql, sizeof(feed.init_sql),
+			 "SELECT coalesce((SELECT max(id) FROM %s.execution_events), 0), horizon"
+			 " FROM %s.rt_read_events(0, 0, 1)", schema, schema);
+	feed.schema_known = true;
+}
+
+/* One result of the query in flight. */
+static void
+feed_result(PGresult *res)
+{
+	ExecStatusType status = PQresultStatus(res);
+
+	if (status != PGRES_TUPLES_OK)
+	{
+		char		why[sizeof(feed.last_error)];
+
+		snprintf(why, sizeof(why), "reading events failed: %s",
+				 PQresultErrorMessage(res));
+		feed_failed(why);
+		return;
+	}
+	switch (feed.query)
+	{
+		case FEED_Q_SCHEMA:
+			feed_schema_result(res);
+			break;
+		case FEED_Q_INIT:
+			feed_init_result(res);
+			break;
+		case FEED_Q_READ:
+			feed_read_result(res);
+			break;
+		case FEED_Q_LISTEN:
+		case FEED_Q_NONE:
+			break;
+	}
+}
+
+/* The query in flight has delivered all its results: what next. */
+static void
+feed_query_done(void)
+{
+	FeedQuery	done = feed.query;
+
+	feed.query = FEED_Q_NONE;
+	switch (done)
+	{
+		case FEED_Q_LISTEN:
+			feed_send_schema_query();
+			return;
+		case FEED_Q_SCHEMA:
+			if (feed.schema_known)
+				feed_send(FEED_Q_INIT, feed.init_sql, 0, NULL);
+			else
+				lws_sul_schedule(rt_server_context(), 0, &feed.read_timer,
+								 feed_schema_retry,
+								 (lws_usec_t) FEED_SCHEMA_RETRY_MS * LWS_US_PER_MS);
+			return;
+		case FEED_Q_INIT:
+			feed_maybe_read();
+			return;
+		case FEED_Q_READ:
+			break;
+		case FEED_Q_NONE:
+			return;
+	}
+
+	if (!rt_sequencer_behind(&feed.seq))
+	{
+		feed.read_retry_ms = FEED_READ_RETRY_MIN_MS;
+		return;
+	}
+	/* Progress, or news since the read was sent: read again now. */
+	if (feed.seq.decided > feed.read_decided ||
+		feed.seq.announced > feed.read_announced)
+	{
+		feed.read_retry_ms = FEED_READ_RETRY_MIN_MS;
+		feed_maybe_read();
+		return;
+	}
+	/* Held back by an open transaction: look again soon, then less often. */
+	lws_sul_schedule(rt_server_context(), 0, &feed.read_timer, feed_read_retry,
+					 (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
+	feed.read_retry_ms = Min(feed.read_retry_ms * 2, FEED_READ_RETRY_MAX_MS);
 }
 
 static int
@@ -596,11 +933,28 @@ rt_feed_notifications(void)
 }
 
 /*
- * One notification's payload.  Delivery to clients comes in a later slice;
- * for now the feed only counts what it receives.
+ * One notification's payload: it names the highest id drawn so far; the
+ * rows themselves are read from the table.
  */
 void
 rt_feed_on_notify(const char *payload)
 {
+	int64		id;
+
 	feed.notifications++;
+	if (!rt_payload_highest_id(payload, &id))
+		return;					/* someone else's NOTIFY on our channel */
+	if (!feed.seq_started)
+	{
+		feed.early_announced = Max(feed.early_announced, id);
+		return;
+	}
+	rt_sequencer_announce(&feed.seq, id);
+	feed_maybe_read();
+}
+
+uint64
+rt_feed_reads(void)
+{
+	return feed.reads;
 }

@@ -11,7 +11,9 @@
  *	horizon.c			which event ids may still commit (publisher slots)
  *	event_json.c		the event as JSON, exactly as clients receive it
  *	publish.c			rt_publish() and the triggers that NOTIFY inserts
+ *	feed_read.c			rt_read_events(): the feed's read of the table
  *	sequencer.c			the LISTEN feed as one ascending, gap-free stream of ids
+ *	stream.c			the live stream: the ring of recent events, fan-out
  *	cleanup_worker.c	the background worker that runs TTL cleanup
  *	server_worker.c		the background worker that serves clients: its event loop
  *	listen_feed.c		the server worker's LISTEN connection
@@ -92,8 +94,8 @@ typedef struct RtSequencer
 extern void rt_sequencer_init(RtSequencer *seq, int64 decided);
 extern bool rt_payload_highest_id(const char *payload, int64 *id);
 extern void rt_sequencer_announce(RtSequencer *seq, int64 id);
-extern bool rt_sequencer_next_read(RtSequencer *seq, int64 horizon,
-								   int64 *after, int64 *upto);
+extern bool rt_sequencer_next_read(RtSequencer *seq, int64 *after, int64 *upto);
+extern void rt_sequencer_read_horizon(RtSequencer *seq, int64 horizon);
 extern bool rt_sequencer_accept(RtSequencer *seq, int64 id);
 extern void rt_sequencer_read_done(RtSequencer *seq, int64 upto);
 extern bool rt_sequencer_behind(const RtSequencer *seq);
@@ -153,7 +155,49 @@ extern void rt_feed_reload(void);
 extern void rt_feed_stop(void);
 extern RtFeedState rt_feed_state(void);
 extern uint64 rt_feed_notifications(void);
+extern uint64 rt_feed_reads(void);
 extern void rt_feed_on_notify(const char *payload);
+
+/* stream.c */
+typedef struct RtEventKeys
+{
+	const char *type;
+	const char *execution_id;	/* routing keys: NULL when absent */
+	const char *batch_id;
+	const char *job_id;
+	const char *organization_id;
+} RtEventKeys;
+
+typedef struct RtStreamEvent
+{
+	int			refcount;
+	int64		id;
+	RtEventKeys keys;
+	char	   *json;			/* as clients receive it (event_json.c) */
+	size_t		json_len;
+} RtStreamEvent;
+
+/* Called for every event let out, or with NULL for a hole (see stream.c). */
+typedef void (*RtStreamListener) (RtStreamEvent *ev);
+
+extern RtStreamEvent *rt_stream_event_new(int64 id, const char *type,
+										  const char *execution_id,
+										  const char *batch_id,
+										  const char *job_id,
+										  const char *organization_id,
+										  const char *json);
+extern void rt_stream_event_retain(RtStreamEvent *ev);
+extern void rt_stream_event_release(RtStreamEvent *ev);
+extern void rt_stream_start(int64 last_id);
+extern void rt_stream_set_listener(RtStreamListener listener);
+extern void rt_stream_deliver(RtStreamEvent *ev);
+extern void rt_stream_drop(int64 id);
+extern int64 rt_stream_last_id(void);
+extern int64 rt_stream_ring_after(int64 after, uint64 *first);
+extern RtStreamEvent *rt_stream_ring_at(uint64 index);
+extern int64 rt_stream_ring_floor(void);
+extern uint64 rt_stream_delivered(void);
+extern uint64 rt_stream_dropped(void);
 
 /* http.c */
 extern const struct lws_protocols rt_http_protocol;

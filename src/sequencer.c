@@ -11,11 +11,11 @@
  *
  *	1. A notification only raises "announced", the highest id known to be
  *	   drawn (the event's id, or a reference's upper end).
- *	2. While announced > decided, the feed reads the horizon (horizon.c: the
- *	   lowest id an open publishing transaction may still commit) and then
- *	   asks the table for the rows in (decided, announced].  The horizon is
- *	   read first, so the query's snapshot, taken later, sees every
- *	   transaction that had released its slot.
+ *	2. While announced > decided, the feed asks for the rows in (decided,
+ *	   announced] with rt_read_events() (feed_read.c), which reads the
+ *	   horizon (horizon.c: the lowest id an open publishing transaction may
+ *	   still commit) first and the rows with a later snapshot, so that the
+ *	   read sees every transaction that had released its slot.
  *	3. Walking the rows in id order, a row goes out when every id between it
  *	   and the last one delivered is either returned or below the horizon
  *	   (decided as never to commit).  The first missing id at or above the
@@ -111,20 +111,25 @@ rt_sequencer_announce(RtSequencer *seq, int64 id)
 
 /*
  * Whether the table should be read, and which range: (*after, *upto].  The
- * caller passes the horizon it has just read; the query must start after
- * this call.
+ * range is fixed before the horizon is read.
  */
 bool
-rt_sequencer_next_read(RtSequencer *seq, int64 horizon,
-					   int64 *after, int64 *upto)
+rt_sequencer_next_read(RtSequencer *seq, int64 *after, int64 *upto)
 {
 	if (seq->announced <= seq->decided)
 		return false;
-	seq->horizon = horizon;
+	seq->horizon = 0;			/* nothing is decided until it is read */
 	seq->walk_next = seq->decided + 1;
 	*after = seq->decided;
 	*upto = seq->announced;
 	return true;
+}
+
+/* The horizon the read found, before its rows (PG_INT64_MAX: none open). */
+void
+rt_sequencer_read_horizon(RtSequencer *seq, int64 horizon)
+{
+	seq->horizon = horizon;
 }
 
 /*

@@ -61,15 +61,17 @@ test_scenarios(void)
 	/* 11 commits before 10; 10's transaction is still open (horizon 10). */
 	rt_sequencer_init(&seq, 9);
 	rt_sequencer_announce(&seq, 11);
-	ok(rt_sequencer_next_read(&seq, 10, &after, &upto) && after == 9 && upto == 11,
+	ok(rt_sequencer_next_read(&seq, &after, &upto) && after == 9 && upto == 11,
 	   "announced beyond decided: read (9, 11]");
+	rt_sequencer_read_horizon(&seq, 10);
 	ok(!rt_sequencer_accept(&seq, 11), "11 waits while 10 may commit");
 	rt_sequencer_read_done(&seq, upto);
 	ok(seq.decided == 9 && rt_sequencer_behind(&seq), "still behind at 9");
 
 	/* 10 commits: both go, in order. */
 	rt_sequencer_announce(&seq, 10);
-	ok(rt_sequencer_next_read(&seq, PG_INT64_MAX, &after, &upto), "read again");
+	ok(rt_sequencer_next_read(&seq, &after, &upto), "read again");
+	rt_sequencer_read_horizon(&seq, PG_INT64_MAX);
 	ok(rt_sequencer_accept(&seq, 10) && rt_sequencer_accept(&seq, 11),
 	   "10 then 11 delivered");
 	rt_sequencer_read_done(&seq, upto);
@@ -77,7 +79,8 @@ test_scenarios(void)
 
 	/* 12 rolled back, 13 committed: the horizon has passed 12. */
 	rt_sequencer_announce(&seq, 13);
-	ok(rt_sequencer_next_read(&seq, PG_INT64_MAX, &after, &upto), "read (11, 13]");
+	ok(rt_sequencer_next_read(&seq, &after, &upto), "read (11, 13]");
+	rt_sequencer_read_horizon(&seq, PG_INT64_MAX);
 	ok(rt_sequencer_accept(&seq, 13), "13 delivered over the rolled-back 12");
 	ok(!rt_sequencer_accept(&seq, 13), "never twice");
 	rt_sequencer_read_done(&seq, upto);
@@ -85,7 +88,8 @@ test_scenarios(void)
 
 	/* A read that finds nothing below the horizon decides the range. */
 	rt_sequencer_announce(&seq, 20);
-	ok(rt_sequencer_next_read(&seq, 18, &after, &upto), "read (13, 20]");
+	ok(rt_sequencer_next_read(&seq, &after, &upto), "read (13, 20]");
+	rt_sequencer_read_horizon(&seq, 18);
 	rt_sequencer_read_done(&seq, upto);
 	ok(seq.decided == 17, "empty read: decided up to the horizon");
 }
@@ -115,7 +119,7 @@ typedef struct Model
 	int64		delivered[MAX_IDS];
 	int			ndelivered;
 	int			ncommitted;
-	bool		read_pending;	/* horizon read, table not read yet */
+	int			read_phase;		/* 0 none, 1 range fixed, 2 horizon read */
 	int64		read_after;
 	int64		read_upto;
 	int			row_limit;
@@ -132,27 +136,38 @@ model_horizon(Model *m)
 	return h;
 }
 
+/* Notifications announce; the next read's range is fixed. */
 static void
 model_feed_begin(Model *m, RtSequencer *seq)
 {
 	for (int i = 0; i < m->nqueued; i++)
 		rt_sequencer_announce(seq, m->notify_queue[i]);
 	m->nqueued = 0;
-	if (!m->read_pending &&
-		rt_sequencer_next_read(seq, model_horizon(m), &m->read_after, &m->read_upto))
-		m->read_pending = true;
+	if (m->read_phase == 0 &&
+		rt_sequencer_next_read(seq, &m->read_after, &m->read_upto))
+		m->read_phase = 1;
 }
 
-/* The table read: its snapshot is taken now, whatever committed meanwhile. */
+/* rt_read_events reads the horizon ... */
+static void
+model_feed_horizon(Model *m, RtSequencer *seq)
+{
+	if (m->read_phase != 1)
+		return;
+	rt_sequencer_read_horizon(seq, model_horizon(m));
+	m->read_phase = 2;
+}
+
+/* ... and, later, the table: its snapshot sees whatever committed meanwhile. */
 static void
 model_feed_finish(Model *m, RtSequencer *seq)
 {
 	int			rows = 0;
 	int64		upto = m->read_upto;
 
-	if (!m->read_pending)
+	if (m->read_phase != 2)
 		return;
-	m->read_pending = false;
+	m->read_phase = 0;
 	for (int64 id = m->read_after + 1; id <= m->read_upto; id++)
 	{
 		if (!m->committed[id])
@@ -184,7 +199,7 @@ model_run(unsigned int seed, int steps)
 	{
 		ModelTxn   *t = &m.txns[random() % MAX_TXNS];
 
-		switch (random() % 6)
+		switch (random() % 7)
 		{
 			case 0:				/* a publisher begins and claims */
 				if (!t->open)
@@ -227,6 +242,9 @@ model_run(unsigned int seed, int steps)
 				model_feed_begin(&m, &seq);
 				break;
 			case 5:
+				model_feed_horizon(&m, &seq);
+				break;
+			case 6:
 				model_feed_finish(&m, &seq);
 				break;
 		}
@@ -238,6 +256,7 @@ model_run(unsigned int seed, int steps)
 	for (int round = 0; round < 100000; round++)
 	{
 		model_feed_begin(&m, &seq);
+		model_feed_horizon(&m, &seq);
 		model_feed_finish(&m, &seq);
 		if (!rt_sequencer_behind(&seq) && m.nqueued == 0)
 			break;
