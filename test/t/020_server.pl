@@ -148,8 +148,9 @@ ok(wait_until(\&healthz_is_ok), '/healthz answers 200 "ok" once the feed is up')
 my ($status, $body, $headers) = http('GET', '/healthz');
 like(header($headers, 'content-type'), qr{^text/plain}, '/healthz is text');
 
-like(feed_backends(), qr/^\d+\|LISTEN "rtevents"$/,
-	'exactly one feed backend, listening on rtevents.channel');
+like(feed_backends(), qr/^\d+\|[^\n]*$/, 'exactly one feed backend');
+ok($node->log_contains(qr/rtevents feed: listening on channel "rtevents"/),
+	'... listening on rtevents.channel');
 
 ($status, $body, $headers) = http('GET', '/no/such/path');
 is($status, '404', 'an unknown path is 404');
@@ -232,8 +233,16 @@ $node->safe_psql('postgres',
 	q{ALTER SYSTEM SET rtevents.channel = 'other "channel"'});
 $node->reload;
 ok( wait_until(
-		sub { feed_backends() =~ /^\d+\|LISTEN "other ""channel"""$/ }, 30),
-	'a new rtevents.channel is LISTENed to after reload, quoted');
+		sub { $node->log_contains(qr/listening on channel "other "channel""/) }, 30),
+	'a new rtevents.channel is LISTENed to after reload');
+my $heard = sub {
+	my (undef, $m) = http('GET', '/metrics');
+	return $m =~ /^rtevents_notifications_total (\d+)$/m ? $1 : -1;
+};
+my $heard_before = $heard->();
+$node->safe_psql('postgres', q{NOTIFY "other ""channel""", 'hello'});
+ok(wait_until(sub { $heard->() == $heard_before + 1 }, 30),
+	'... quoted right: a NOTIFY on it reaches the worker');
 is(worker_pid(), $worker, '... by the same worker');
 ok(wait_until(\&healthz_is_ok, 30), '... which serves');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET rtevents.channel');
