@@ -19,7 +19,9 @@ OBJS = \
 	src/http.o \
 	src/feed_read.o \
 	src/sequencer.o \
-	src/stream.o
+	src/stream.o \
+	src/replay.o \
+	src/sse.o
 
 DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"

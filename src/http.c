@@ -57,6 +57,7 @@ static void metrics(struct lws *wsi, HttpReply *reply);
 static const Route routes[] = {
 	{"/healthz", LWSHUMETH_GET, healthz},
 	{"/metrics", LWSHUMETH_GET, metrics},
+	{"/api/events/stream", LWSHUMETH_GET, NULL},	/* streams: sse.c */
 };
 
 static const char *const method_names[] = {
@@ -138,6 +139,12 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   "# HELP rtevents_events_dropped_total Events the worker could not hold in memory.\n"
 				   "# TYPE rtevents_events_dropped_total counter\n"
 				   "rtevents_events_dropped_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_connections Clients connected, by transport.\n"
+				   "# TYPE rtevents_connections gauge\n"
+				   "rtevents_connections{transport=\"sse\"} %d\n"
+				   "# HELP rtevents_replay_queries_total Pages of history read for clients catching up.\n"
+				   "# TYPE rtevents_replay_queries_total counter\n"
+				   "rtevents_replay_queries_total " UINT64_FORMAT "\n"
 				   "# HELP rtevents_last_event_id The highest id the live stream has decided.\n"
 				   "# TYPE rtevents_last_event_id gauge\n"
 				   "rtevents_last_event_id " INT64_FORMAT "\n",
@@ -146,6 +153,8 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   rt_feed_reads(),
 				   rt_stream_delivered(),
 				   rt_stream_dropped(),
+				   rt_sse_clients(),
+				   rt_replay_pages(),
 				   rt_stream_last_id());
 	Assert(len > 0 && len < (int) sizeof(reply->body));
 	reply->body_len = (size_t) len;
@@ -170,7 +179,8 @@ route(struct lws *wsi, const char *path, size_t len, int method,
 	{
 		if (routes[i].method == as_method && path_is(&routes[i], path, len))
 		{
-			routes[i].handler(wsi, reply);
+			if (routes[i].handler)
+				routes[i].handler(wsi, reply);
 			return;
 		}
 	}
@@ -269,8 +279,37 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 								"the request has no method lws can name");
 				else
 					route(wsi, (const char *) in, len, method, &reply);
+
+				/* A route without a reply streams (GET, not HEAD). */
+				if (reply.status == 0 && method == LWSHUMETH_HEAD)
+					reply_error(&reply, HTTP_STATUS_METHOD_NOT_ALLOWED,
+								"method_not_allowed", "a stream has no HEAD");
+				if (reply.status == 0)
+				{
+					const char *code;
+					const char *message;
+					int			rc;
+
+					rc = rt_sse_open(wsi, (void **) user, &code, &message);
+					if (rc <= 0)
+						return rc;
+					reply_error(&reply, HTTP_STATUS_BAD_REQUEST, code, message);
+				}
 				return send_reply(wsi, &reply, method == LWSHUMETH_HEAD);
 			}
+
+		case LWS_CALLBACK_HTTP_WRITEABLE:
+			if (user != NULL && *(void **) user != NULL)
+				return rt_sse_writable(wsi, *(void **) user);
+			break;
+
+		case LWS_CALLBACK_CLOSED_HTTP:
+			if (user != NULL && *(void **) user != NULL)
+			{
+				rt_sse_closed(*(void **) user);
+				*(void **) user = NULL;
+			}
+			break;
 
 		case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 			/* no WebSocket (or h2c) yet: refuse rather than upgrade to http */
@@ -282,6 +321,7 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+/* Per connection: the SSE stream it carries, if any. */
 const struct lws_protocols rt_http_protocol = {
-	"http", http_callback, 0, 0, 0, NULL, 0
+	"http", http_callback, sizeof(void *), 0, 0, NULL, 0
 };

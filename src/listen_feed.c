@@ -74,7 +74,8 @@ typedef enum FeedQuery
 	FEED_Q_LISTEN,				/* LISTEN */
 	FEED_Q_SCHEMA,				/* where is the extension? */
 	FEED_Q_INIT,				/* the highest id, and the horizon */
-	FEED_Q_READ					/* rt_read_events() */
+	FEED_Q_READ,				/* rt_read_events() */
+	FEED_Q_REPLAY				/* a page of a client's replay (replay.c) */
 } FeedQuery;
 
 typedef enum FeedPhase
@@ -106,6 +107,8 @@ typedef struct Feed
 	bool		schema_missing_logged;
 	char		init_sql[256 + 4 * NAMEDATALEN];
 	char		read_sql[256 + 2 * NAMEDATALEN];
+	char		replay_sql[512 + 4 * NAMEDATALEN];
+	int			replay_rows;	/* rows of the replay page in flight */
 	RtSequencer seq;
 	bool		seq_started;	/* the live stream's start is known */
 	int64		early_announced;	/* announced before it was */
@@ -264,6 +267,8 @@ feed_close(void)
 {
 	lws_sul_cancel(&feed.deadline_timer);
 	lws_sul_cancel(&feed.read_timer);
+	if (feed.query == FEED_Q_REPLAY)
+		rt_replay_page_lost();
 	feed.query = FEED_Q_NONE;
 	feed.schema_known = false;
 	if (feed.wsi != NULL)
@@ -621,10 +626,26 @@ feed_maybe_read(void)
 	feed_send(FEED_Q_READ, feed.read_sql, 3, params);
 }
 
+/*
+ * The connection is free: new events first, then a page of a replay.
+ */
+static void
+feed_next_query(void)
+{
+	const char *params[8];
+	char		buf[3][24];
+
+	feed_maybe_read();
+	if (feed.phase != FEED_UP || feed.query != FEED_Q_NONE || !feed.schema_known)
+		return;
+	if (rt_replay_next_page(params, buf))
+		feed_send(FEED_Q_REPLAY, feed.replay_sql, 8, params);
+}
+
 static void
 feed_read_retry(lws_sorted_usec_list_t *sul)
 {
-	feed_maybe_read();
+	feed_next_query();
 }
 
 static int64
@@ -683,6 +704,37 @@ feed_read_result(const PGresult *res)
 	rt_sequencer_read_done(&feed.seq, upto);
 }
 
+/* A page of a replay: events as rt_events() finds them. */
+static void
+feed_replay_result(const PGresult *res)
+{
+	int			nrows = PQntuples(res);
+
+	if (PQnfields(res) != 7)
+	{
+		feed_failed("a replay page returned an unexpected result");
+		return;
+	}
+	for (int row = 0; row < nrows; row++)
+	{
+		RtStreamEvent *ev = rt_stream_event_new(value_int64(res, row, 0),
+												value_or_null(res, row, 1),
+												value_or_null(res, row, 2),
+												value_or_null(res, row, 3),
+												value_or_null(res, row, 4),
+												value_or_null(res, row, 5),
+												value_or_null(res, row, 6));
+
+		if (ev == NULL)
+		{
+			rt_replay_page_done(0, false);
+			return;
+		}
+		rt_replay_row(ev);
+	}
+	feed.replay_rows = nrows;
+}
+
 /* The highest id and the horizon, after (re)connecting. */
 static void
 feed_init_result(const PGresult *res)
@@ -738,6 +790,13 @@ feed_schema_result(const PGresult *res)
 	snprintf(feed.read_sql, sizeof(feed.read_sql),
 			 "SELECT id, type, execution_id, batch_id, job_id, organization_id,"
 			 " event, horizon FROM %s.rt_read_events($1, $2, $3)", schema);
+	snprintf(feed.replay_sql, sizeof(feed.replay_sql),
+			 "SELECT e.id, e.type, e.execution_id, e.batch_id, e.job_id,"
+			 " e.organization_id::text, %s.rt_event_json(e)"
+			 " FROM %s.rt_events(execution_id => $1, batch_id => $2, job_id => $3,"
+			 " organization_id => $4::uuid, types => $5::text[], after => $6::bigint,"
+			 " lim => $7::integer) e WHERE e.id <= $8::bigint",
+			 schema, schema);
 	snprintf(feed.init_sql, sizeof(feed.init_sql),
 			 "SELECT coalesce((SELECT max(id) FROM %s.execution_events), 0), horizon"
 			 " FROM %s.rt_read_events(0, 0, 1)", schema, schema);
@@ -750,6 +809,13 @@ feed_result(PGresult *res)
 {
 	ExecStatusType status = PQresultStatus(res);
 
+	if (status != PGRES_TUPLES_OK && feed.query == FEED_Q_REPLAY)
+	{
+		/* The client's filter, not the feed, is at fault: tell the client. */
+		elog(LOG, "rtevents feed: a replay failed: %s", PQresultErrorMessage(res));
+		feed.replay_rows = -1;
+		return;
+	}
 	if (status != PGRES_TUPLES_OK)
 	{
 		char		why[sizeof(feed.last_error)];
@@ -769,6 +835,9 @@ feed_result(PGresult *res)
 			break;
 		case FEED_Q_READ:
 			feed_read_result(res);
+			break;
+		case FEED_Q_REPLAY:
+			feed_replay_result(res);
 			break;
 		case FEED_Q_LISTEN:
 		case FEED_Q_NONE:
@@ -797,7 +866,12 @@ feed_query_done(void)
 								 (lws_usec_t) FEED_SCHEMA_RETRY_MS * LWS_US_PER_MS);
 			return;
 		case FEED_Q_INIT:
-			feed_maybe_read();
+			feed_next_query();
+			return;
+		case FEED_Q_REPLAY:
+			rt_replay_page_done(feed.replay_rows, feed.replay_rows >= 0);
+			feed.replay_rows = 0;
+			feed_next_query();
 			return;
 		case FEED_Q_READ:
 			break;
@@ -808,6 +882,7 @@ feed_query_done(void)
 	if (!rt_sequencer_behind(&feed.seq))
 	{
 		feed.read_retry_ms = FEED_READ_RETRY_MIN_MS;
+		feed_next_query();
 		return;
 	}
 	/* Progress, or news since the read was sent: read again now. */
@@ -815,9 +890,11 @@ feed_query_done(void)
 		feed.seq.announced > feed.read_announced)
 	{
 		feed.read_retry_ms = FEED_READ_RETRY_MIN_MS;
-		feed_maybe_read();
+		feed_next_query();
 		return;
 	}
+	/* Replays go on while live reads wait for an open transaction. */
+	feed_next_query();
 	/* Held back by an open transaction: look again soon, then less often. */
 	lws_sul_schedule(rt_server_context(), 0, &feed.read_timer, feed_read_retry,
 					 (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
@@ -950,7 +1027,14 @@ rt_feed_on_notify(const char *payload)
 		return;
 	}
 	rt_sequencer_announce(&feed.seq, id);
-	feed_maybe_read();
+	feed_next_query();
+}
+
+/* Something was queued for the connection (a replay): run it if idle. */
+void
+rt_feed_kick(void)
+{
+	feed_next_query();
 }
 
 uint64

@@ -14,6 +14,8 @@
  *	feed_read.c			rt_read_events(): the feed's read of the table
  *	sequencer.c			the LISTEN feed as one ascending, gap-free stream of ids
  *	stream.c			the live stream: the ring of recent events, fan-out
+ *	replay.c			catching clients up from the table, page by page
+ *	sse.c				GET /api/events/stream: Server-Sent Events
  *	cleanup_worker.c	the background worker that runs TTL cleanup
  *	server_worker.c		the background worker that serves clients: its event loop
  *	listen_feed.c		the server worker's LISTEN connection
@@ -156,6 +158,7 @@ extern void rt_feed_stop(void);
 extern RtFeedState rt_feed_state(void);
 extern uint64 rt_feed_notifications(void);
 extern uint64 rt_feed_reads(void);
+extern void rt_feed_kick(void);
 extern void rt_feed_on_notify(const char *payload);
 
 /* stream.c */
@@ -198,6 +201,30 @@ extern RtStreamEvent *rt_stream_ring_at(uint64 index);
 extern int64 rt_stream_ring_floor(void);
 extern uint64 rt_stream_delivered(void);
 extern uint64 rt_stream_dropped(void);
+
+/* replay.c */
+typedef struct RtReplay RtReplay;
+/* Takes over the reference to ev. */
+typedef void (*RtReplayRowFn) (void *owner, RtStreamEvent *ev);
+typedef void (*RtReplayDoneFn) (void *owner, bool ok);
+
+extern RtReplay *rt_replay_start(const char *const keys[5], int64 after,
+								 int64 upto, void *owner,
+								 RtReplayRowFn on_row, RtReplayDoneFn on_done);
+extern void rt_replay_cancel(RtReplay *r);
+extern bool rt_replay_next_page(const char *params[8], char buf[3][24]);
+extern void rt_replay_row(RtStreamEvent *ev);
+extern void rt_replay_page_done(int rows, bool ok);
+extern void rt_replay_page_lost(void);
+extern bool rt_replay_waiting(void);
+extern uint64 rt_replay_pages(void);
+
+/* sse.c */
+extern int	rt_sse_open(struct lws *wsi, void **user, const char **code,
+						const char **message);
+extern int	rt_sse_writable(struct lws *wsi, void *user);
+extern void rt_sse_closed(void *user);
+extern int	rt_sse_clients(void);
 
 /* http.c */
 extern const struct lws_protocols rt_http_protocol;

@@ -1,0 +1,559 @@
+/*-------------------------------------------------------------------------
+ *
+ * sse.c
+ *		GET /api/events/stream: Server-Sent Events.
+ *
+ * One subscription per stream, given by the query string's filter.  A
+ * client that names a cursor (Last-Event-ID, else after) first catches up:
+ * from the live stream's ring when it still reaches back that far, else from
+ * the table (replay.c) up to the ring's floor, then from the ring, and goes
+ * live once the ring covers its cursor.  Live events are never buffered for
+ * a client that is still catching up: it reads them from the ring when it
+ * gets there, so the switch to live has neither gap nor duplicate.  Every
+ * event is written once, in ascending id, after the client's cursor.
+ *
+ * Each client has a queue of shared (reference-counted) events and a byte
+ * budget, RT_SSE_MAX_QUEUED: a client that falls that far behind is closed
+ * rather than allowed to hold memory, and resumes with Last-Event-ID.
+ *
+ * Everything here runs inside libwebsockets callbacks: malloc and fixed
+ * buffers, no ereport(ERROR).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+
+#include <libwebsockets.h>
+
+#include "rtevents.h"
+
+#define RT_SSE_MAX_QUEUED		(4 * 1024 * 1024)	/* bytes of JSON */
+#define RT_SSE_MAX_TYPES		32
+#define RT_SSE_VALUE_MAX		200
+#define RT_SSE_WRITE_CHUNK		(32 * 1024)
+#define RT_SSE_RETRY_MS			2000
+#define RT_SSE_HEARTBEAT_S		30
+
+typedef enum SsePhase
+{
+	SSE_CATCHING_UP,			/* reading the ring or waiting for a replay */
+	SSE_REPLAYING,				/* a table replay is running */
+	SSE_LIVE
+} SsePhase;
+
+typedef struct SseClient
+{
+	struct SseClient *next;
+	struct lws *wsi;
+	SsePhase	phase;
+	char	   *keys[4];		/* executionId, batchId, jobId, organizationId */
+	char	   *types[RT_SSE_MAX_TYPES];
+	int			ntypes;
+	char	   *types_literal;	/* the same, as a Postgres array literal */
+	int64		cursor;			/* every match up to here is queued */
+	RtReplay   *replay;
+	int64		replay_upto;	/* where the running replay ends */
+	RtStreamEvent **queue;		/* ring of queued events */
+	int			queue_cap;
+	int			queue_head;
+	int			queue_len;
+	size_t		queued_bytes;
+	bool		preamble_sent;	/* retry: hint */
+	bool		heartbeat_due;
+	bool		closing;
+} SseClient;
+
+static SseClient *clients = NULL;
+static int	nclients = 0;
+static lws_sorted_usec_list_t heartbeat_timer;
+static bool heartbeat_scheduled = false;
+
+static void sse_catch_up(SseClient *c);
+
+/* ---- the filter ---- */
+
+static bool
+is_uuid(const char *s)
+{
+	static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+
+	if (strlen(s) != sizeof(shape) - 1)
+		return false;
+	for (int i = 0; shape[i] != '\0'; i++)
+		if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char) s[i]))
+			return false;
+	return true;
+}
+
+static bool
+matches(const SseClient *c, const RtStreamEvent *ev)
+{
+	const char *evkeys[4] = {ev->keys.execution_id, ev->keys.batch_id,
+	ev->keys.job_id, ev->keys.organization_id};
+
+	for (int i = 0; i < 4; i++)
+		if (c->keys[i] != NULL &&
+			(evkeys[i] == NULL ||
+			 (i == 3 ? pg_strcasecmp(c->keys[i], evkeys[i]) :
+			  strcmp(c->keys[i], evkeys[i])) != 0))
+			return false;
+	if (c->ntypes == 0)
+		return true;
+	for (int i = 0; i < c->ntypes; i++)
+		if (ev->keys.type != NULL && strcmp(c->types[i], ev->keys.type) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A query argument, URL-decoded by lws: NULL when absent, "" when given
+ * empty.  *toolong when it does not fit the bound every key has.
+ */
+static const char *
+url_arg(struct lws *wsi, const char *name_eq, char *buf, int len, bool *toolong)
+{
+	const char *v = lws_get_urlarg_by_name(wsi, name_eq, buf, len);
+
+	*toolong = (v != NULL && strlen(v) > RT_SSE_VALUE_MAX);
+	return v;
+}
+
+static bool
+parse_id(const char *s, int64 *id)
+{
+	char	   *end;
+	long long	v;
+
+	if (*s == '\0' || !isdigit((unsigned char) *s))
+		return false;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 0)
+		return false;
+	*id = v;
+	return true;
+}
+
+/*
+ * The filter and cursor of the request.  Returns false with *code and
+ * *message set when the request is refused.
+ */
+static bool
+parse_request(struct lws *wsi, SseClient *c, bool *has_cursor,
+			  const char **code, const char **message)
+{
+	static const char *const key_args[4] = {
+		"executionId=", "batchId=", "jobId=", "organizationId="
+	};
+	char		buf[RT_SSE_VALUE_MAX * 2 + 64];
+	char		types[RT_SSE_VALUE_MAX * 8];
+	const char *v;
+	bool		toolong;
+
+	*code = "bad_filter";
+	for (int i = 0; i < 4; i++)
+	{
+		v = url_arg(wsi, key_args[i], buf, sizeof(buf), &toolong);
+		if (v == NULL)
+			continue;
+		if (toolong || *v == '\0')
+		{
+			*message = "filter values must be 1 to 200 bytes";
+			return false;
+		}
+		if (i == 3 && !is_uuid(v))
+		{
+			*message = "organizationId must be a UUID";
+			return false;
+		}
+		if ((c->keys[i] = strdup(v)) == NULL)
+			goto oom;
+	}
+
+	v = lws_get_urlarg_by_name(wsi, "type=", types, sizeof(types));
+	if (v != NULL && strlen(v) >= sizeof(types) - sizeof("type="))
+	{
+		*message = "type lists at most 32 types of at most 200 bytes";
+		return false;
+	}
+	if (v != NULL)
+	{
+		size_t		lit_len = 3;
+		char	   *tok,
+				   *save = NULL,
+				   *lit;
+
+		for (tok = strtok_r((char *) v, ",", &save); tok != NULL;
+			 tok = strtok_r(NULL, ",", &save))
+		{
+			if (c->ntypes == RT_SSE_MAX_TYPES || strlen(tok) > RT_SSE_VALUE_MAX)
+			{
+				*message = "type lists at most 32 types of at most 200 bytes";
+				return false;
+			}
+			if ((c->types[c->ntypes++] = strdup(tok)) == NULL)
+				goto oom;
+			lit_len += 2 * strlen(tok) + 3;
+		}
+		if (c->ntypes == 0)
+		{
+			*message = "type must name at least one event type";
+			return false;
+		}
+		/* {"a","b"} with " and \ escaped: the replay's types argument */
+		if ((lit = c->types_literal = malloc(lit_len)) == NULL)
+			goto oom;
+		*lit++ = '{';
+		for (int i = 0; i < c->ntypes; i++)
+		{
+			if (i > 0)
+				*lit++ = ',';
+			*lit++ = '"';
+			for (const char *p = c->types[i]; *p; p++)
+			{
+				if (*p == '"' || *p == '\\')
+					*lit++ = '\\';
+				*lit++ = *p;
+			}
+			*lit++ = '"';
+		}
+		*lit++ = '}';
+		*lit = '\0';
+	}
+
+	/* Last-Event-ID wins over after (PROTOCOL.md). */
+	*code = "bad_cursor";
+	*has_cursor = false;
+	if (lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0)
+	{
+		if (lws_hdr_custom_copy(wsi, buf, sizeof(buf), "last-event-id:", 14) < 0 ||
+			!parse_id(buf, &c->cursor))
+		{
+			*message = "Last-Event-ID must be an event id";
+			return false;
+		}
+		*has_cursor = true;
+	}
+	else if ((v = url_arg(wsi, "after=", buf, sizeof(buf), &toolong)) != NULL)
+	{
+		if (toolong || !parse_id(v, &c->cursor))
+		{
+			*message = "after must be an event id (0 or more)";
+			return false;
+		}
+		*has_cursor = true;
+	}
+	return true;
+
+oom:
+	*code = "unavailable";
+	*message = "out of memory";
+	return false;
+}
+
+/* ---- the queue ---- */
+
+static bool
+enqueue(SseClient *c, RtStreamEvent *ev)
+{
+	if (c->queued_bytes + ev->json_len > RT_SSE_MAX_QUEUED)
+		return false;
+	if (c->queue_len == c->queue_cap)
+	{
+		int			cap = c->queue_cap ? c->queue_cap * 2 : 16;
+		RtStreamEvent **q = malloc(sizeof(RtStreamEvent *) * cap);
+
+		if (q == NULL)
+			return false;
+		for (int i = 0; i < c->queue_len; i++)
+			q[i] = c->queue[(c->queue_head + i) % c->queue_cap];
+		free(c->queue);
+		c->queue = q;
+		c->queue_cap = cap;
+		c->queue_head = 0;
+	}
+	rt_stream_event_retain(ev);
+	c->queue[(c->queue_head + c->queue_len++) % c->queue_cap] = ev;
+	c->queued_bytes += ev->json_len;
+	c->cursor = ev->id;
+	return true;
+}
+
+/* Too far behind, or out of memory: close; the client resumes. */
+static void
+give_up(SseClient *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	lws_callback_on_writable(c->wsi);
+}
+
+static void
+offer(SseClient *c, RtStreamEvent *ev)
+{
+	if (ev->id <= c->cursor || !matches(c, ev))
+		return;
+	if (!enqueue(c, ev))
+	{
+		give_up(c);
+		return;
+	}
+	lws_callback_on_writable(c->wsi);
+}
+
+/* ---- catching up ---- */
+
+static void
+replay_row(void *owner, RtStreamEvent *ev)
+{
+	SseClient  *c = owner;
+
+	offer(c, ev);
+	rt_stream_event_release(ev);
+}
+
+static void
+replay_done(void *owner, bool ok)
+{
+	SseClient  *c = owner;
+
+	c->replay = NULL;
+	if (!ok)
+	{
+		give_up(c);
+		return;
+	}
+	/* Every match up to the replay's end is queued, matching or not. */
+	c->cursor = Max(c->cursor, c->replay_upto);
+	c->phase = SSE_CATCHING_UP;
+	sse_catch_up(c);
+}
+
+/*
+ * From the cursor to live: the ring if it reaches back to the cursor, the
+ * table otherwise.
+ */
+static void
+sse_catch_up(SseClient *c)
+{
+	uint64		first;
+	int64		n = rt_stream_ring_after(c->cursor, &first);
+
+	if (n < 0)
+	{
+		const char *keys[5] = {c->keys[0], c->keys[1], c->keys[2], c->keys[3],
+		c->types_literal};
+
+		c->phase = SSE_REPLAYING;
+		c->replay_upto = rt_stream_ring_floor();
+		c->replay = rt_replay_start(keys, c->cursor, c->replay_upto,
+									c, replay_row, replay_done);
+		if (c->replay == NULL)
+			give_up(c);
+		return;
+	}
+	for (int64 i = 0; i < n && !c->closing; i++)
+		offer(c, rt_stream_ring_at(first + i));
+	c->cursor = Max(c->cursor, rt_stream_last_id());
+	c->phase = SSE_LIVE;
+}
+
+/* ---- the live stream ---- */
+
+static void
+on_live_event(RtStreamEvent *ev)
+{
+	for (SseClient *c = clients; c != NULL; c = c->next)
+	{
+		if (c->phase != SSE_LIVE || c->closing)
+			continue;
+		if (ev == NULL)
+			give_up(c);			/* a hole in the stream: resume from the table */
+		else
+			offer(c, ev);
+	}
+}
+
+static void
+heartbeat(lws_sorted_usec_list_t *sul)
+{
+	heartbeat_scheduled = false;
+	for (SseClient *c = clients; c != NULL; c = c->next)
+	{
+		c->heartbeat_due = true;
+		lws_callback_on_writable(c->wsi);
+	}
+	if (clients != NULL)
+	{
+		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
+						 (lws_usec_t) RT_SSE_HEARTBEAT_S * LWS_US_PER_SEC);
+		heartbeat_scheduled = true;
+	}
+}
+
+/* ---- the HTTP side ---- */
+
+static void
+client_free(SseClient *c)
+{
+	rt_replay_cancel(c->replay);
+	for (int i = 0; i < c->queue_len; i++)
+		rt_stream_event_release(c->queue[(c->queue_head + i) % c->queue_cap]);
+	free(c->queue);
+	for (int i = 0; i < 4; i++)
+		free(c->keys[i]);
+	for (int i = 0; i < c->ntypes; i++)
+		free(c->types[i]);
+	free(c->types_literal);
+	free(c);
+}
+
+/*
+ * LWS_CALLBACK_HTTP for GET /api/events/stream.  Returns 0 once streaming,
+ * 1 with *code and *message for a 400, -1 to drop the connection.
+ */
+int
+rt_sse_open(struct lws *wsi, void **user, const char **code,
+			const char **message)
+{
+	uint8_t		buf[LWS_PRE + 512];
+	uint8_t    *start = buf + LWS_PRE,
+			   *p = start,
+			   *end = buf + sizeof(buf);
+	SseClient  *c = calloc(1, sizeof(SseClient));
+	bool		has_cursor;
+
+	if (c == NULL)
+		return -1;
+	c->wsi = wsi;
+	if (!parse_request(wsi, c, &has_cursor, code, message))
+	{
+		client_free(c);
+		return 1;
+	}
+
+	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
+									LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+									 (const unsigned char *) "no-store", 8,
+									 &p, end) ||
+		lws_finalize_write_http_header(wsi, start, &p, end))
+	{
+		client_free(c);
+		return -1;
+	}
+	lws_http_mark_sse(wsi);
+
+	c->next = clients;
+	clients = c;
+	nclients++;
+	*user = c;
+	if (!heartbeat_scheduled)
+		heartbeat(&heartbeat_timer);
+	rt_stream_set_listener(on_live_event);
+
+	if (has_cursor)
+		sse_catch_up(c);
+	else
+	{
+		c->cursor = rt_stream_last_id();
+		c->phase = SSE_LIVE;
+	}
+	lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* LWS_CALLBACK_HTTP_WRITEABLE: as much of the queue as one write takes. */
+int
+rt_sse_writable(struct lws *wsi, void *user)
+{
+	SseClient  *c = user;
+	uint8_t    *buf,
+			   *start,
+			   *p;
+	size_t		room = RT_SSE_WRITE_CHUNK;
+	int			n;
+
+	if (c == NULL || c->closing)
+		return -1;
+
+	/* The first event decides the buffer: a big one gets its own. */
+	if (c->queue_len > 0)
+		room = Max(room, c->queue[c->queue_head]->json_len + 64);
+	buf = malloc(LWS_PRE + room);
+	if (buf == NULL)
+		return -1;
+	start = p = buf + LWS_PRE;
+
+	if (!c->preamble_sent)
+	{
+		p += snprintf((char *) p, room, "retry: %d\n\n", RT_SSE_RETRY_MS);
+		c->preamble_sent = true;
+	}
+	while (c->queue_len > 0)
+	{
+		RtStreamEvent *ev = c->queue[c->queue_head];
+		size_t		need = ev->json_len + 48;
+
+		if ((size_t) (p - start) + need > room)
+			break;
+		p += snprintf((char *) p, room - (p - start), "id: " INT64_FORMAT "\ndata: ",
+					  ev->id);
+		memcpy(p, ev->json, ev->json_len);
+		p += ev->json_len;
+		*p++ = '\n';
+		*p++ = '\n';
+		c->queue_head = (c->queue_head + 1) % c->queue_cap;
+		c->queue_len--;
+		c->queued_bytes -= ev->json_len;
+		rt_stream_event_release(ev);
+	}
+	if (c->heartbeat_due && (size_t) (p - start) + 16 <= room)
+	{
+		memcpy(p, ": keep-alive\n\n", 14);
+		p += 14;
+		c->heartbeat_due = false;
+	}
+
+	n = (int) (p - start);
+	if (n > 0 && lws_write(wsi, start, (size_t) n, LWS_WRITE_HTTP) != n)
+	{
+		free(buf);
+		return -1;
+	}
+	free(buf);
+	if (c->queue_len > 0 || c->heartbeat_due)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* LWS_CALLBACK_CLOSED_HTTP */
+void
+rt_sse_closed(void *user)
+{
+	SseClient  *c = user;
+	SseClient **pp;
+
+	if (c == NULL)
+		return;
+	for (pp = &clients; *pp != NULL; pp = &(*pp)->next)
+	{
+		if (*pp == c)
+		{
+			*pp = c->next;
+			nclients--;
+			break;
+		}
+	}
+	client_free(c);
+}
+
+int
+rt_sse_clients(void)
+{
+	return nclients;
+}

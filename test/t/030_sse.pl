@@ -1,0 +1,214 @@
+# GET /api/events/stream: live events by filter, resume by after and
+# Last-Event-ID (from the ring and from the table), refusals, and the
+# delivery guarantee under concurrent publishers with out-of-order commits
+# and rollbacks while the subscriber disconnects and resumes at random and
+# the LISTEN connection is killed.
+use strict;
+use warnings;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use RtEventsTest qw(rtevents_node);
+
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $node = rtevents_node('sse', conf => qq{
+rtevents.listen_addresses = '127.0.0.1'
+rtevents.port = $port
+rtevents.cleanup_interval = 0
+});
+$node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
+
+sub wait_until
+{
+	my ($code, $timeout) = @_;
+	my $deadline = time + ($timeout // 30);
+	while (time < $deadline)
+	{
+		return 1 if $code->();
+		usleep(50_000);
+	}
+	return 0;
+}
+
+sub healthz
+{
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '--max-time', '2', "http://127.0.0.1:$port/healthz" ],
+		'>', \$out);
+	return $out eq 'ok';
+}
+ok(wait_until(\&healthz), 'the worker serves');
+
+# A streaming client: curl -N in the background, its output parsed as SSE.
+sub sse_open
+{
+	my ($query, %opts) = @_;
+	my $out = '';
+	my @cmd = ('curl', '-sN', "http://127.0.0.1:$port/api/events/stream$query");
+	push @cmd, '-H', "Last-Event-ID: $opts{last_event_id}"
+	  if defined $opts{last_event_id};
+	my $h = IPC::Run::start(\@cmd, '>', \$out, '2>', \my $err);
+	return { h => $h, out => \$out };
+}
+
+sub sse_events
+{
+	my ($c) = @_;
+	$c->{h}->pump_nb if $c->{h}->pumpable;
+	my @events;
+	# only whole events: what follows the last blank line is still arriving
+	my ($complete) = ${ $c->{out} } =~ /\A(.*\n\n)/s;
+	for my $block (split /\n\n/, $complete // '')
+	{
+		my ($id) = $block =~ /^id: (\d+)$/m;
+		my ($data) = $block =~ /^data: (.*)$/m;
+		push @events, { id => $id, event => decode_json($data) }
+		  if defined $id && defined $data;
+	}
+	return @events;
+}
+
+sub sse_wait_for
+{
+	my ($c, $count) = @_;
+	my @events;
+	wait_until(sub { @events = sse_events($c); @events >= $count }, 30);
+	return @events;
+}
+
+sub sse_close { $_[0]{h}->kill_kill; }
+
+sub publish
+{
+	my ($sql) = @_;
+	return $node->safe_psql('postgres', $sql);
+}
+
+# Live, by filter: only e1's events, in order, with the PROTOCOL.md framing.
+my $live = sse_open('?executionId=e1');
+ok( wait_until(sub { $live->{h}->pump_nb; ${ $live->{out} } =~ /\Aretry: \d+\n\n/ }),
+	'a retry: hint comes first');
+my @ids = map { publish("SELECT rt_publish('t$_', execution_id => 'e" . ($_ % 2 + 1) . "')") }
+  1 .. 6;
+my @got = sse_wait_for($live, 3);
+is_deeply([ map { $_->{id} } @got ],
+	[ map { $ids[$_] } grep { $_ % 2 == 1 } 0 .. 5 ],
+	'live: exactly the filter\'s events, ascending');
+is($got[0]{event}{executionId}, 'e1', 'data is the event JSON');
+is($got[0]{id}, $got[0]{event}{id}, 'id: line matches the event id');
+unlike(${ $live->{out} }, qr/^event:/m, 'no event: field on data events');
+sse_close($live);
+
+# Resume: after=N gives everything past N; Last-Event-ID wins over after.
+my $c = sse_open("?after=$ids[2]");
+@got = sse_wait_for($c, 3);
+is_deeply([ map { $_->{id} } @got ], [ @ids[ 3 .. 5 ] ], 'after=N resumes past N');
+sse_close($c);
+$c = sse_open("?after=0", last_event_id => $ids[4]);
+@got = sse_wait_for($c, 1);
+usleep(300_000);
+@got = sse_events($c);
+is_deeply([ map { $_->{id} } @got ], [ $ids[5] ], 'Last-Event-ID wins over after');
+sse_close($c);
+
+# Far behind: 3,000 events replayed from the table in pages, then live.
+publish(q{INSERT INTO execution_events (type, execution_id) SELECT 'bulk', 'big' FROM generate_series(1, 3000)});
+$c = sse_open('?executionId=big&after=0');
+@got = sse_wait_for($c, 3000);
+is(scalar @got, 3000, 'a client 3,000 events behind gets all of them');
+my @sorted = sort { $a <=> $b } map { $_->{id} } @got;
+is_deeply([ map { $_->{id} } @got ], \@sorted, '... in ascending order');
+my $last = publish(q{SELECT rt_publish('after_replay', execution_id => 'big')});
+@got = sse_wait_for($c, 3001);
+is($got[-1]{id}, $last, '... and then live, without a seam');
+sse_close($c);
+
+# Refusals: 400 with PROTOCOL.md's JSON body.
+for my $bad ('?organizationId=not-a-uuid', '?after=-1', '?after=abc', '?executionId=',
+	'?executionId=' . ('x' x 300), '?type=' . join(',', ('t') x 40))
+{
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '-w', '\n%{http_code}',
+			"http://127.0.0.1:$port/api/events/stream$bad" ], '>', \$out);
+	like($out, qr/^\{"error":"bad_(filter|cursor)","message":"[^"]+"\}\n400$/,
+		"400 JSON for $bad" =~ s/x{300}/x.../r);
+}
+ok(healthz(), 'the worker still serves');
+
+# The guarantee.  Four publishers open transactions, publish, and commit or
+# roll back in a random interleaving (so ids commit out of order and some
+# never commit), while the subscriber drops its connection and resumes with
+# Last-Event-ID at random, and the LISTEN connection is killed once.
+srand(20261122);
+my @sessions = map { $node->background_psql('postgres') } 1 .. 4;
+my @open = (0) x 4;
+my $sub = sse_open('?executionId=g');
+my @seen;
+my $resumes = 0;
+my $killed_feed = 0;
+for my $step (1 .. 400)
+{
+	my $s = int(rand(4));
+	my $r = rand();
+	if (!$open[$s])
+	{
+		$sessions[$s]->query_safe('BEGIN');
+		$open[$s] = 1;
+	}
+	if ($r < 0.55)
+	{
+		$sessions[$s]->query_safe(q{SELECT rt_publish('g', jsonb_build_object('step', 1), execution_id => 'g')});
+	}
+	elsif ($r < 0.85)
+	{
+		$sessions[$s]->query_safe('COMMIT');
+		$open[$s] = 0;
+	}
+	else
+	{
+		$sessions[$s]->query_safe('ROLLBACK');
+		$open[$s] = 0;
+	}
+
+	if (rand() < 0.03)
+	{
+		# disconnect and resume from the last id received
+		push @seen, sse_events($sub);
+		sse_close($sub);
+		$resumes++;
+		$sub = @seen
+		  ? sse_open('?executionId=g', last_event_id => $seen[-1]{id})
+		  : sse_open('?executionId=g');
+	}
+	if ($step == 200)
+	{
+		$node->safe_psql('postgres',
+			q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'rtevents feed'});
+		$killed_feed = 1;
+	}
+}
+for my $s (0 .. 3)
+{
+	$sessions[$s]->query_safe('COMMIT') if $open[$s];
+	$sessions[$s]->quit;
+}
+my @committed = split /\n/,
+  $node->safe_psql('postgres', q{SELECT id FROM execution_events WHERE execution_id = 'g' ORDER BY id});
+ok(@committed > 50, scalar(@committed) . ' events committed, with rollbacks between');
+ok(wait_until(sub {
+			my @now = (@seen, sse_events($sub));
+			@now && $now[-1]{id} == $committed[-1];
+		}, 60),
+	'the subscriber reaches the last committed event');
+push @seen, sse_events($sub);
+sse_close($sub);
+ok($resumes > 3, "the subscriber resumed $resumes times");
+ok($killed_feed, 'the LISTEN connection was killed mid-stream');
+is_deeply([ map { $_->{id} } @seen ], \@committed,
+	'every committed event exactly once, ascending, across resumes and a lost feed');
+
+$node->stop;
+done_testing();
