@@ -106,7 +106,7 @@ healthz(struct lws *wsi, HttpReply *reply)
 			break;
 		case RT_FEED_CONNECTING:
 			reply_error(reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "feed_down",
-						"the LISTEN feed is connecting");
+						"the LISTEN feed is connecting, or waiting for CREATE EXTENSION rtevents");
 			break;
 		case RT_FEED_DOWN:
 			reply_error(reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "feed_down",
@@ -280,6 +280,10 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				else
 					route(wsi, (const char *) in, len, method, &reply);
 
+				/* Streams begin once events flow (the stream has a start). */
+				if (reply.status == 0 && rt_feed_state() != RT_FEED_UP)
+					reply_error(&reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "starting",
+								"the server is not streaming events yet; retry shortly");
 				/* A route without a reply streams (GET, not HEAD). */
 				if (reply.status == 0 && method == LWSHUMETH_HEAD)
 					reply_error(&reply, HTTP_STATUS_METHOD_NOT_ALLOWED,

@@ -66,7 +66,7 @@
 #define FEED_READ_LIMIT			1000	/* rows per rt_read_events() */
 #define FEED_READ_RETRY_MIN_MS	2
 #define FEED_READ_RETRY_MAX_MS	100
-#define FEED_SCHEMA_RETRY_MS	5000
+#define FEED_SCHEMA_RETRY_MS	1000
 
 typedef enum FeedQuery
 {
@@ -994,7 +994,9 @@ rt_feed_state(void)
 	switch (feed.phase)
 	{
 		case FEED_UP:
-			return RT_FEED_UP;
+			/* Up means events flow: the extension found, the stream begun. */
+			return feed.schema_known && feed.seq_started ?
+				RT_FEED_UP : RT_FEED_CONNECTING;
 		case FEED_CONNECTING:
 		case FEED_LISTENING:
 			return RT_FEED_CONNECTING;
@@ -1024,6 +1026,13 @@ rt_feed_on_notify(const char *payload)
 	if (!feed.seq_started)
 	{
 		feed.early_announced = Max(feed.early_announced, id);
+		/* The extension has just been created, most likely: look now. */
+		if (feed.phase == FEED_UP && !feed.schema_known &&
+			feed.query == FEED_Q_NONE)
+		{
+			lws_sul_cancel(&feed.read_timer);
+			feed_send_schema_query();
+		}
 		return;
 	}
 	rt_sequencer_announce(&feed.seq, id);

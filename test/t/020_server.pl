@@ -29,6 +29,7 @@ rtevents.cleanup_interval = 0
 restart_after_crash = on
 });
 $node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
 
 my $datadir = realpath($node->data_dir);
 
