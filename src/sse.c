@@ -453,7 +453,11 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 	nclients++;
 	*user = c;
 	if (!heartbeat_scheduled)
-		heartbeat(&heartbeat_timer);
+	{
+		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
+						 (lws_usec_t) RT_SSE_HEARTBEAT_S * LWS_US_PER_SEC);
+		heartbeat_scheduled = true;
+	}
 	rt_stream_set_listener(on_live_event);
 
 	if (has_cursor)
