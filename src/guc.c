@@ -28,6 +28,8 @@ int			rt_cleanup_interval = 60;
 int			rt_cleanup_batch_size = 10000;
 char	   *rt_database = NULL;
 char	   *rt_feed_conninfo = NULL;
+int			rt_heartbeat = 30;
+int			rt_max_client_buffer = 4096;
 
 /*
  * The channel is used verbatim by NOTIFY and LISTEN; refuse what NOTIFY would
@@ -175,6 +177,25 @@ rt_define_gucs(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   check_feed_conninfo, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.heartbeat",
+							"Time between keep-alives to each client.",
+							"SSE streams get a \": keep-alive\" comment this often.",
+							&rt_heartbeat,
+							30, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.max_client_buffer",
+							"Events a client may have queued before it is closed.",
+							"A client that falls this far behind is disconnected, to resume "
+							"from its last event id, rather than hold memory or slow others.",
+							&rt_max_client_buffer,
+							4096, 64, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("rtevents");
 }

@@ -108,7 +108,7 @@ typedef struct Feed
 	char		init_sql[256 + 4 * NAMEDATALEN];
 	char		read_sql[256 + 2 * NAMEDATALEN];
 	char		replay_sql[512 + 4 * NAMEDATALEN];
-	int			replay_rows;	/* rows of the replay page in flight */
+	bool		replay_failed;	/* the replay page in flight failed */
 	RtSequencer seq;
 	bool		seq_started;	/* the live stream's start is known */
 	int64		early_announced;	/* announced before it was */
@@ -727,12 +727,11 @@ feed_replay_result(const PGresult *res)
 
 		if (ev == NULL)
 		{
-			rt_replay_page_done(0, false);
+			feed.replay_failed = true;
 			return;
 		}
 		rt_replay_row(ev);
 	}
-	feed.replay_rows = nrows;
 }
 
 /* The highest id and the horizon, after (re)connecting. */
@@ -813,7 +812,7 @@ feed_result(PGresult *res)
 	{
 		/* The client's filter, not the feed, is at fault: tell the client. */
 		elog(LOG, "rtevents feed: a replay failed: %s", PQresultErrorMessage(res));
-		feed.replay_rows = -1;
+		feed.replay_failed = true;
 		return;
 	}
 	if (status != PGRES_TUPLES_OK)
@@ -869,8 +868,8 @@ feed_query_done(void)
 			feed_next_query();
 			return;
 		case FEED_Q_REPLAY:
-			rt_replay_page_done(feed.replay_rows, feed.replay_rows >= 0);
-			feed.replay_rows = 0;
+			rt_replay_page_done(!feed.replay_failed);
+			feed.replay_failed = false;
 			feed_next_query();
 			return;
 		case FEED_Q_READ:

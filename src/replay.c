@@ -5,11 +5,12 @@
  *
  * A client resuming from an id the live stream's ring no longer holds
  * reads the events it missed from the table, up to the ring's floor (the
- * ring covers the rest).  Replays run as pages of RT_REPLAY_PAGE events on
- * the feed's connection, in the gaps between its reads of new events, and
- * the replays waiting take turns page by page: a client 100,000 events
- * behind costs the others one page's query at a time, never the whole
- * catch-up, and live reads always go first.
+ * ring covers the rest).  A replay is one page of at most RT_REPLAY_PAGE
+ * events, run on the feed's connection in the gaps between its reads of new
+ * events; the client asks for the next page when it has sent the last one
+ * on, so pages of different clients take turns, a client 100,000 events
+ * behind costs the others one page's query at a time, a client that reads
+ * slowly is not fed faster than it reads, and live reads always go first.
  *
  * Everything here runs inside the event loop: malloc, no errors.  A replay
  * belongs to its client, which may cancel it at any time (it hung up); a
@@ -34,6 +35,7 @@ struct RtReplay
 	char	   *keys[5];		/* execution, batch, job, organization, types */
 	int64		after;			/* the last id handed to the owner */
 	int64		upto;			/* the replay ends here */
+	int			rows;			/* rows of the page so far */
 	bool		running;		/* a page of it is on the connection */
 	bool		cancelled;
 };
@@ -64,9 +66,10 @@ enqueue(RtReplay *r)
 }
 
 /*
- * Start replaying the events in (after, upto] that match the filter (NULL
- * keys match anything; types is a Postgres array literal or NULL).  Returns
- * NULL when out of memory.
+ * Queue a page: the first RT_REPLAY_PAGE events in (after, upto] that match
+ * the filter (NULL keys match anything; types is a Postgres array literal or
+ * NULL).  on_done says whether there may be more.  Returns NULL when out of
+ * memory.
  */
 RtReplay *
 rt_replay_start(const char *const keys[5], int64 after, int64 upto,
@@ -167,15 +170,13 @@ rt_replay_row(RtStreamEvent *ev)
 		return;
 	}
 	running->after = ev->id;
+	running->rows++;
 	running->on_row(running->owner, ev);
 }
 
-/*
- * The running page is over, with rows rows, or failed: the replay goes to
- * the back of the line for its next page, or is done.
- */
+/* The running page is over, or failed. */
 void
-rt_replay_page_done(int rows, bool ok)
+rt_replay_page_done(bool ok)
 {
 	RtReplay   *r = running;
 
@@ -183,17 +184,8 @@ rt_replay_page_done(int rows, bool ok)
 		return;
 	running = NULL;
 	r->running = false;
-	if (r->cancelled)
-	{
-		replay_free(r);
-		return;
-	}
-	if (ok && rows == RT_REPLAY_PAGE && r->after < r->upto)
-	{
-		enqueue(r);
-		return;
-	}
-	r->on_done(r->owner, ok);
+	if (!r->cancelled)
+		r->on_done(r->owner, ok, ok && r->rows == RT_REPLAY_PAGE && r->after < r->upto);
 	replay_free(r);
 }
 

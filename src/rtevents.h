@@ -54,6 +54,8 @@ extern int	rt_cleanup_interval;
 extern int	rt_cleanup_batch_size;
 extern char *rt_database;
 extern char *rt_feed_conninfo;
+extern int	rt_heartbeat;
+extern int	rt_max_client_buffer;
 
 extern void rt_define_gucs(void);
 
@@ -206,7 +208,8 @@ extern uint64 rt_stream_dropped(void);
 typedef struct RtReplay RtReplay;
 /* Takes over the reference to ev. */
 typedef void (*RtReplayRowFn) (void *owner, RtStreamEvent *ev);
-typedef void (*RtReplayDoneFn) (void *owner, bool ok);
+/* The page is done (the replay is freed); more: there may be more rows. */
+typedef void (*RtReplayDoneFn) (void *owner, bool ok, bool more);
 
 extern RtReplay *rt_replay_start(const char *const keys[5], int64 after,
 								 int64 upto, void *owner,
@@ -214,7 +217,7 @@ extern RtReplay *rt_replay_start(const char *const keys[5], int64 after,
 extern void rt_replay_cancel(RtReplay *r);
 extern bool rt_replay_next_page(const char *params[8], char buf[3][24]);
 extern void rt_replay_row(RtStreamEvent *ev);
-extern void rt_replay_page_done(int rows, bool ok);
+extern void rt_replay_page_done(bool ok);
 extern void rt_replay_page_lost(void);
 extern bool rt_replay_waiting(void);
 extern uint64 rt_replay_pages(void);

@@ -13,8 +13,10 @@
  * event is written once, in ascending id, after the client's cursor.
  *
  * Each client has a queue of shared (reference-counted) events and a byte
- * budget, RT_SSE_MAX_QUEUED: a client that falls that far behind is closed
- * rather than allowed to hold memory, and resumes with Last-Event-ID.
+ * budget, rtevents.max_client_buffer.  A live client that a burst puts over
+ * it stops taking live events and catches up from the ring as it drains, so
+ * a burst costs it no more memory; a client so slow that the ring moves past
+ * it is closed, and resumes with Last-Event-ID.  Nobody else waits for it.
  *
  * Everything here runs inside libwebsockets callbacks: malloc and fixed
  * buffers, no ereport(ERROR).
@@ -30,17 +32,15 @@
 
 #include "rtevents.h"
 
-#define RT_SSE_MAX_QUEUED		(4 * 1024 * 1024)	/* bytes of JSON */
 #define RT_SSE_MAX_TYPES		32
 #define RT_SSE_VALUE_MAX		200
 #define RT_SSE_WRITE_CHUNK		(32 * 1024)
 #define RT_SSE_RETRY_MS			2000
-#define RT_SSE_HEARTBEAT_S		30
 
 typedef enum SsePhase
 {
-	SSE_CATCHING_UP,			/* reading the ring or waiting for a replay */
-	SSE_REPLAYING,				/* a table replay is running */
+	SSE_CATCHING_UP,			/* behind; goes on as its queue drains */
+	SSE_REPLAYING,				/* a page of the table is being read */
 	SSE_LIVE
 } SsePhase;
 
@@ -56,11 +56,13 @@ typedef struct SseClient
 	int64		cursor;			/* every match up to here is queued */
 	RtReplay   *replay;
 	int64		replay_upto;	/* where the running replay ends */
+	bool		replay_cut;		/* rows of this page left for the next */
 	RtStreamEvent **queue;		/* ring of queued events */
 	int			queue_cap;
 	int			queue_head;
 	int			queue_len;
 	size_t		queued_bytes;
+	bool		lagging;		/* fell out of live over its budget */
 	bool		preamble_sent;	/* retry: hint */
 	bool		heartbeat_due;
 	bool		closing;
@@ -259,7 +261,9 @@ oom:
 static bool
 enqueue(SseClient *c, RtStreamEvent *ev)
 {
-	if (c->queued_bytes + ev->json_len > RT_SSE_MAX_QUEUED)
+	/* Over budget; though one event bigger than the budget may go alone. */
+	if (c->queue_len > 0 &&
+		c->queued_bytes + ev->json_len > (size_t) rt_max_client_buffer * 1024)
 		return false;
 	if (c->queue_len == c->queue_cap)
 	{
@@ -282,14 +286,17 @@ enqueue(SseClient *c, RtStreamEvent *ev)
 	return true;
 }
 
-/* Too far behind, or out of memory: close; the client resumes. */
+/*
+ * Too far behind, or out of memory: close; the client resumes.  Not through
+ * a write, which a client that stopped reading would never allow.
+ */
 static void
 give_up(SseClient *c)
 {
 	if (c->closing)
 		return;
 	c->closing = true;
-	lws_callback_on_writable(c->wsi);
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 static void
@@ -299,7 +306,9 @@ offer(SseClient *c, RtStreamEvent *ev)
 		return;
 	if (!enqueue(c, ev))
 	{
-		give_up(c);
+		/* Over budget: catch up from the ring as the queue drains. */
+		c->phase = SSE_CATCHING_UP;
+		c->lagging = true;
 		return;
 	}
 	lws_callback_on_writable(c->wsi);
@@ -307,17 +316,29 @@ offer(SseClient *c, RtStreamEvent *ev)
 
 /* ---- catching up ---- */
 
+/* A row of a replay page: queued, or left for the next page when full. */
 static void
 replay_row(void *owner, RtStreamEvent *ev)
 {
 	SseClient  *c = owner;
 
-	offer(c, ev);
+	if (c->replay_cut ||
+		(c->queue_len > 0 &&
+		 c->queued_bytes + ev->json_len > (size_t) rt_max_client_buffer * 1024))
+		c->replay_cut = true;
+	else
+		offer(c, ev);
 	rt_stream_event_release(ev);
 }
 
+static bool
+has_room(const SseClient *c)
+{
+	return c->queued_bytes < (size_t) rt_max_client_buffer * 1024 / 2;
+}
+
 static void
-replay_done(void *owner, bool ok)
+replay_done(void *owner, bool ok, bool more)
 {
 	SseClient  *c = owner;
 
@@ -327,22 +348,32 @@ replay_done(void *owner, bool ok)
 		give_up(c);
 		return;
 	}
-	/* Every match up to the replay's end is queued, matching or not. */
-	c->cursor = Max(c->cursor, c->replay_upto);
+	/* Every match up to the replay's end is queued, unless rows were left. */
+	if (!more && !c->replay_cut)
+		c->cursor = Max(c->cursor, c->replay_upto);
+	c->replay_cut = false;
 	c->phase = SSE_CATCHING_UP;
-	sse_catch_up(c);
+	if (has_room(c))
+		sse_catch_up(c);
 }
 
 /*
- * From the cursor to live: the ring if it reaches back to the cursor, the
- * table otherwise.
+ * From the cursor towards live, as far as the client's queue allows: a page
+ * of the table while the ring does not reach back to the cursor, then the
+ * ring.  Called again as the queue drains (rt_sse_writable).
  */
 static void
 sse_catch_up(SseClient *c)
 {
 	uint64		first;
 	int64		n = rt_stream_ring_after(c->cursor, &first);
+	int64		i;
 
+	if (n < 0 && c->lagging)
+	{
+		give_up(c);				/* so slow that the ring has moved past it */
+		return;
+	}
 	if (n < 0)
 	{
 		const char *keys[5] = {c->keys[0], c->keys[1], c->keys[2], c->keys[3],
@@ -356,10 +387,19 @@ sse_catch_up(SseClient *c)
 			give_up(c);
 		return;
 	}
-	for (int64 i = 0; i < n && !c->closing; i++)
-		offer(c, rt_stream_ring_at(first + i));
-	c->cursor = Max(c->cursor, rt_stream_last_id());
-	c->phase = SSE_LIVE;
+	for (i = 0; i < n && !c->closing && has_room(c); i++)
+	{
+		RtStreamEvent *ev = rt_stream_ring_at(first + i);
+
+		offer(c, ev);
+		c->cursor = Max(c->cursor, ev->id);
+	}
+	if (i == n)
+	{
+		c->cursor = Max(c->cursor, rt_stream_last_id());
+		c->phase = SSE_LIVE;
+		c->lagging = false;
+	}
 }
 
 /* ---- the live stream ---- */
@@ -369,9 +409,13 @@ on_live_event(RtStreamEvent *ev)
 {
 	for (SseClient *c = clients; c != NULL; c = c->next)
 	{
-		if (c->phase != SSE_LIVE || c->closing)
+		if (c->closing)
 			continue;
-		if (ev == NULL)
+		if (c->lagging && c->cursor < rt_stream_ring_floor())
+			give_up(c);			/* the ring has moved past a stalled client */
+		else if (c->phase != SSE_LIVE)
+			continue;
+		else if (ev == NULL)
 			give_up(c);			/* a hole in the stream: resume from the table */
 		else
 			offer(c, ev);
@@ -390,7 +434,7 @@ heartbeat(lws_sorted_usec_list_t *sul)
 	if (clients != NULL)
 	{
 		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
-						 (lws_usec_t) RT_SSE_HEARTBEAT_S * LWS_US_PER_SEC);
+						 (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
 		heartbeat_scheduled = true;
 	}
 }
@@ -455,7 +499,7 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 	if (!heartbeat_scheduled)
 	{
 		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
-						 (lws_usec_t) RT_SSE_HEARTBEAT_S * LWS_US_PER_SEC);
+						 (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
 		heartbeat_scheduled = true;
 	}
 	rt_stream_set_listener(on_live_event);
@@ -530,6 +574,8 @@ rt_sse_writable(struct lws *wsi, void *user)
 		return -1;
 	}
 	free(buf);
+	if (c->phase == SSE_CATCHING_UP && has_room(c))
+		sse_catch_up(c);
 	if (c->queue_len > 0 || c->heartbeat_due)
 		lws_callback_on_writable(wsi);
 	return 0;

@@ -18,6 +18,7 @@ my $node = rtevents_node('sse', conf => qq{
 rtevents.listen_addresses = '127.0.0.1'
 rtevents.port = $port
 rtevents.cleanup_interval = 0
+rtevents.max_client_buffer = '256kB'
 });
 $node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
 
@@ -51,24 +52,30 @@ sub sse_open
 	push @cmd, '-H', "Last-Event-ID: $opts{last_event_id}"
 	  if defined $opts{last_event_id};
 	my $h = IPC::Run::start(\@cmd, '>', \$out, '2>', \my $err);
-	return { h => $h, out => \$out };
+	return { h => $h, out => \$out, events => [], raw => '' };
 }
 
+# The events received so far: whole blocks are parsed once and taken off
+# the buffer; what follows the last blank line is still arriving.
 sub sse_events
 {
 	my ($c) = @_;
 	$c->{h}->pump_nb if $c->{h}->pumpable;
-	my @events;
-	# only whole events: what follows the last blank line is still arriving
-	my ($complete) = ${ $c->{out} } =~ /\A(.*\n\n)/s;
-	for my $block (split /\n\n/, $complete // '')
+	my $buf = $c->{out};
+	my $end = rindex($$buf, "\n\n");
+	if ($end >= 0)
 	{
-		my ($id) = $block =~ /^id: (\d+)$/m;
-		my ($data) = $block =~ /^data: (.*)$/m;
-		push @events, { id => $id, event => decode_json($data) }
-		  if defined $id && defined $data;
+		my $whole = substr($$buf, 0, $end + 2, '');
+		$c->{raw} .= $whole;
+		for my $block (split /\n\n/, $whole)
+		{
+			my ($id) = $block =~ /^id: (\d+)$/m;
+			my ($data) = $block =~ /^data: (.*)$/m;
+			push @{ $c->{events} }, { id => $id, event => decode_json($data) }
+			  if defined $id && defined $data;
+		}
 	}
-	return @events;
+	return @{ $c->{events} };
 }
 
 sub sse_wait_for
@@ -90,7 +97,7 @@ sub publish
 # Live, by filter: only e1's events, in order, with the PROTOCOL.md framing.
 my $live = sse_open('?executionId=e1');
 ok( wait_until(sub { $live->{h}->pump_nb; ${ $live->{out} } =~ /\Aretry: \d+\n\n/ }),
-	'a retry: hint comes first');
+	'a retry: hint comes first, at once');
 my @ids = map { publish("SELECT rt_publish('t$_', execution_id => 'e" . ($_ % 2 + 1) . "')") }
   1 .. 6;
 my @got = sse_wait_for($live, 3);
@@ -99,7 +106,8 @@ is_deeply([ map { $_->{id} } @got ],
 	'live: exactly the filter\'s events, ascending');
 is($got[0]{event}{executionId}, 'e1', 'data is the event JSON');
 is($got[0]{id}, $got[0]{event}{id}, 'id: line matches the event id');
-unlike(${ $live->{out} }, qr/^event:/m, 'no event: field on data events');
+like($live->{raw}, qr/\Aretry: \d+\n\nid: /, 'raw stream: retry hint, then events');
+unlike($live->{raw}, qr/^event:/m, 'no event: field on data events');
 sse_close($live);
 
 # Resume: after=N gives everything past N; Last-Event-ID wins over after.
@@ -137,6 +145,44 @@ for my $bad ('?organizationId=not-a-uuid', '?after=-1', '?after=abc', '?executio
 		"400 JSON for $bad" =~ s/x{300}/x.../r);
 }
 ok(healthz(), 'the worker still serves');
+
+# A burst over rtevents.max_client_buffer: a client that reads catches up
+# from the ring and gets everything; a client that stopped reading is closed
+# once the ring has moved past it, and nobody waits for it.
+{
+	use IO::Socket::INET;
+	use Socket qw(SOL_SOCKET SO_RCVBUF);
+
+	my $sse_connections = sub {
+		my $out = '';
+		IPC::Run::run([ 'curl', '-s', "http://127.0.0.1:$port/metrics" ], '>', \$out);
+		return $out =~ /^rtevents_connections\{transport="sse"\} (\d+)$/m ? $1 : -1;
+	};
+	my $before = $sse_connections->();
+	my $fast = sse_open('?executionId=flood');
+	my $slow = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+	  or die "connect: $!";
+	setsockopt($slow, SOL_SOCKET, SO_RCVBUF, 4096);
+	print $slow "GET /api/events/stream?executionId=flood HTTP/1.1\r\nHost: x\r\n\r\n";
+	ok(wait_until(sub { $sse_connections->() == $before + 2 }),
+		'a reader and a non-reader connected')
+	  or diag('connections: ' . $sse_connections->() . ", before: $before");
+	publish(q{SELECT rt_publish('big', jsonb_build_object('pad', repeat('x', 10000)),
+							   execution_id => 'flood') FROM generate_series(1, 300)});
+	my @flood = sse_wait_for($fast, 300);
+	is(scalar @flood, 300, 'a 3 MB burst over a 256 kB budget: the reader gets all of it');
+	is($sse_connections->(), $before + 2, '... and the stalled client is still held');
+	publish(q{INSERT INTO execution_events (type, execution_id)
+			  SELECT 'small', 'flood' FROM generate_series(1, 9000)});
+	ok(wait_until(sub { $sse_connections->() == $before + 1 }),
+		'the stalled client is closed once the ring has moved past it');
+	@flood = sse_wait_for($fast, 9300);
+	is(scalar @flood, 9300, 'the reader got all 9,300 events meanwhile');
+	my @flood_ids = map { $_->{id} } @flood;
+	is_deeply(\@flood_ids, [ sort { $a <=> $b } @flood_ids ], '... in order');
+	sse_close($fast);
+	close $slow;
+}
 
 # The guarantee.  Four publishers open transactions, publish, and commit or
 # roll back in a random interleaving (so ids commit out of order and some
