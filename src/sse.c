@@ -391,6 +391,8 @@ sse_catch_up(SseClient *c)
 	{
 		RtStreamEvent *ev = rt_stream_ring_at(first + i);
 
+		if (ev == NULL)
+			break;				/* cannot happen within one call; be safe */
 		offer(c, ev);
 		c->cursor = Max(c->cursor, ev->id);
 	}

@@ -4,7 +4,9 @@
  *		The live stream: every event the sequencer lets out, in id order,
  *		handed to the transports and kept in a ring for clients catching up.
  *
- * The ring holds the most recent RT_STREAM_RING events.  A client resuming
+ * The ring holds the most recent RT_STREAM_RING events, or fewer when they
+ * add up to more than RT_STREAM_RING_BYTES of JSON, so that big events
+ * cannot make the worker grow without bound.  A client resuming
  * from an id the ring still covers catches up from memory, with no query;
  * one further behind reads the table up to the ring's oldest event first
  * (replay), then the ring, then goes live.  Events are malloc'd once and
@@ -24,12 +26,15 @@
 
 #include "rtevents.h"
 
-#define RT_STREAM_RING	8192
+#define RT_STREAM_RING			8192
+#define RT_STREAM_RING_BYTES	(64 * 1024 * 1024)
 
 typedef struct Stream
 {
 	RtStreamEvent *ring[RT_STREAM_RING];
 	uint64		head;			/* ring slots used so far, ever */
+	uint64		tail;			/* the oldest slot still held */
+	size_t		bytes;			/* JSON held by the ring */
 	int64		last_id;		/* the last event let out, or the start */
 	int64		floor;			/* the ring holds every event after this id */
 	uint64		delivered;
@@ -99,6 +104,18 @@ rt_stream_event_release(RtStreamEvent *ev)
 	free(ev);
 }
 
+static void
+evict_oldest(void)
+{
+	RtStreamEvent **slot = &stream.ring[stream.tail % RT_STREAM_RING];
+
+	stream.floor = (*slot)->id;
+	stream.bytes -= (*slot)->json_len;
+	rt_stream_event_release(*slot);
+	*slot = NULL;
+	stream.tail++;
+}
+
 /* Where the live stream starts: ids at or below are history. */
 void
 rt_stream_start(int64 last_id)
@@ -122,13 +139,13 @@ rt_stream_deliver(RtStreamEvent *ev)
 	RtStreamEvent **slot = &stream.ring[stream.head % RT_STREAM_RING];
 
 	Assert(ev->id > stream.last_id);
-	if (*slot != NULL)
-	{
-		stream.floor = (*slot)->id;
-		rt_stream_event_release(*slot);
-	}
+	if (stream.head - stream.tail == RT_STREAM_RING)
+		evict_oldest();
 	*slot = ev;
 	stream.head++;
+	stream.bytes += ev->json_len;
+	while (stream.bytes > RT_STREAM_RING_BYTES && stream.head - stream.tail > 1)
+		evict_oldest();
 	stream.last_id = ev->id;
 	stream.delivered++;
 	if (stream.listener)
@@ -161,7 +178,7 @@ rt_stream_last_id(void)
 int64
 rt_stream_ring_after(int64 after, uint64 *first)
 {
-	uint64		lo = stream.head - Min(stream.head, (uint64) RT_STREAM_RING);
+	uint64		lo = stream.tail;
 	uint64		hi = stream.head;
 
 	if (after < stream.floor)
@@ -184,7 +201,7 @@ rt_stream_ring_after(int64 after, uint64 *first)
 RtStreamEvent *
 rt_stream_ring_at(uint64 index)
 {
-	if (index >= stream.head || stream.head - index > RT_STREAM_RING)
+	if (index >= stream.head || index < stream.tail)
 		return NULL;
 	return stream.ring[index % RT_STREAM_RING];
 }
