@@ -146,6 +146,15 @@ for my $bad ('?organizationId=not-a-uuid', '?after=-1', '?after=abc', '?executio
 }
 ok(healthz(), 'the worker still serves');
 
+# Filter values are data: an injection string matches nothing and harms nothing.
+publish(q{SELECT rt_publish('victim', execution_id => 'v1')});
+$c = sse_open(q{?after=0&executionId=v1'%20OR%20'1'%3D'1&type=x');%20DROP%20TABLE%20execution_events;--});
+usleep(500_000);
+is(scalar(sse_events($c)), 0, 'an injection string in a filter is a value that matches nothing');
+sse_close($c);
+is($node->safe_psql('postgres', q{SELECT count(*) > 0 FROM execution_events}), 't',
+	'... and the table is still there');
+
 # A burst over rtevents.max_client_buffer: a client that reads catches up
 # from the ring and gets everything; a client that stopped reading is closed
 # once the ring has moved past it, and nobody waits for it.
