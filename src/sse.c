@@ -299,19 +299,24 @@ give_up(SseClient *c)
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
-static void
+/*
+ * Queue ev if the client wants it.  False when it wants it but the queue is
+ * over budget: the client then catches up from the ring as it drains, from
+ * its cursor, which ev has not passed.
+ */
+static bool
 offer(SseClient *c, RtStreamEvent *ev)
 {
 	if (ev->id <= c->cursor || !matches(c, ev))
-		return;
+		return true;
 	if (!enqueue(c, ev))
 	{
-		/* Over budget: catch up from the ring as the queue drains. */
 		c->phase = SSE_CATCHING_UP;
 		c->lagging = true;
-		return;
+		return false;
 	}
 	lws_callback_on_writable(c->wsi);
+	return true;
 }
 
 /* ---- catching up ---- */
@@ -325,9 +330,9 @@ replay_row(void *owner, RtStreamEvent *ev)
 	if (c->replay_cut ||
 		(c->queue_len > 0 &&
 		 c->queued_bytes + ev->json_len > (size_t) rt_max_client_buffer * 1024))
-		c->replay_cut = true;
-	else
-		offer(c, ev);
+		c->replay_cut = true;	/* this row and the rest: the next page */
+	else if (!offer(c, ev))
+		c->replay_cut = true;	/* out of memory */
 	rt_stream_event_release(ev);
 }
 
@@ -391,10 +396,9 @@ sse_catch_up(SseClient *c)
 	{
 		RtStreamEvent *ev = rt_stream_ring_at(first + i);
 
-		if (ev == NULL)
-			break;				/* cannot happen within one call; be safe */
-		offer(c, ev);
-		c->cursor = Max(c->cursor, ev->id);
+		if (ev == NULL || !offer(c, ev))
+			break;
+		c->cursor = Max(c->cursor, ev->id);	/* past events it does not want */
 	}
 	if (i == n)
 	{
@@ -420,7 +424,7 @@ on_live_event(RtStreamEvent *ev)
 		else if (ev == NULL)
 			give_up(c);			/* a hole in the stream: resume from the table */
 		else
-			offer(c, ev);
+			(void) offer(c, ev);
 	}
 }
 
