@@ -660,6 +660,19 @@ value_or_null(const PGresult *res, int row, int col)
 	return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
+/* An event from a row of id, type, the routing keys and the JSON. */
+static RtStreamEvent *
+event_from_row(const PGresult *res, int row)
+{
+	return rt_stream_event_new(value_int64(res, row, 0),
+							   value_or_null(res, row, 1),
+							   value_or_null(res, row, 2),
+							   value_or_null(res, row, 3),
+							   value_or_null(res, row, 4),
+							   value_or_null(res, row, 5),
+							   value_or_null(res, row, 6));
+}
+
 /* The rows of rt_read_events: a header with the horizon, then events. */
 static void
 feed_read_result(const PGresult *res)
@@ -679,24 +692,16 @@ feed_read_result(const PGresult *res)
 	for (int row = 1; row < nrows; row++)
 	{
 		int64		id = value_int64(res, row, 0);
+		RtStreamEvent *ev;
 
 		last_row = id;
 		if (!rt_sequencer_accept(&feed.seq, id))
 			continue;
-		{
-			RtStreamEvent *ev = rt_stream_event_new(id,
-													value_or_null(res, row, 1),
-													value_or_null(res, row, 2),
-													value_or_null(res, row, 3),
-													value_or_null(res, row, 4),
-													value_or_null(res, row, 5),
-													value_or_null(res, row, 6));
-
-			if (ev != NULL)
-				rt_stream_deliver(ev);
-			else
-				rt_stream_drop(id);
-		}
+		ev = event_from_row(res, row);
+		if (ev != NULL)
+			rt_stream_deliver(ev);
+		else
+			rt_stream_drop(id);
 	}
 	/* A full page may stop short of the range: done up to its last row. */
 	if (nrows - 1 == FEED_READ_LIMIT)
@@ -717,13 +722,7 @@ feed_replay_result(const PGresult *res)
 	}
 	for (int row = 0; row < nrows; row++)
 	{
-		RtStreamEvent *ev = rt_stream_event_new(value_int64(res, row, 0),
-												value_or_null(res, row, 1),
-												value_or_null(res, row, 2),
-												value_or_null(res, row, 3),
-												value_or_null(res, row, 4),
-												value_or_null(res, row, 5),
-												value_or_null(res, row, 6));
+		RtStreamEvent *ev = event_from_row(res, row);
 
 		if (ev == NULL)
 		{
