@@ -21,7 +21,9 @@ OBJS = \
 	src/sequencer.o \
 	src/stream.o \
 	src/replay.o \
-	src/sse.o
+	src/request.o \
+	src/sse.o \
+	src/history.o
 
 DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"

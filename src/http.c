@@ -31,7 +31,8 @@
 
 typedef struct HttpReply
 {
-	unsigned int status;
+	unsigned int status;		/* 0: the route answers later (kind) */
+	RtHttpKind	kind;
 	const char *content_type;
 	char		allow[64];		/* for 405: the methods the path takes */
 	char		body[REPLY_BODY_MAX];
@@ -44,7 +45,8 @@ typedef struct Route
 {
 	const char *path;
 	int			method;			/* LWSHUMETH_* */
-	RouteHandler handler;
+	RouteHandler handler;		/* NULL: answered later, by kind */
+	RtHttpKind	kind;
 } Route;
 
 static void healthz(struct lws *wsi, HttpReply *reply);
@@ -57,7 +59,8 @@ static void metrics(struct lws *wsi, HttpReply *reply);
 static const Route routes[] = {
 	{"/healthz", LWSHUMETH_GET, healthz},
 	{"/metrics", LWSHUMETH_GET, metrics},
-	{"/api/events/stream", LWSHUMETH_GET, NULL},	/* streams: sse.c */
+	{"/api/events/stream", LWSHUMETH_GET, NULL, RT_HTTP_SSE},
+	{"/api/events", LWSHUMETH_GET, NULL, RT_HTTP_HISTORY},
 };
 
 static const char *const method_names[] = {
@@ -181,6 +184,7 @@ route(struct lws *wsi, const char *path, size_t len, int method,
 		{
 			if (routes[i].handler)
 				routes[i].handler(wsi, reply);
+			reply->kind = routes[i].kind;
 			return;
 		}
 	}
@@ -262,6 +266,8 @@ static int
 http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			  void *user, void *in, size_t len)
 {
+	RtHttpSession *session = user;
+
 	switch (reason)
 	{
 		case LWS_CALLBACK_HTTP:
@@ -280,21 +286,25 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				else
 					route(wsi, (const char *) in, len, method, &reply);
 
-				/* Streams begin once events flow (the stream has a start). */
+				/* Events are served once they flow (the stream has begun). */
 				if (reply.status == 0 && rt_feed_state() != RT_FEED_UP)
 					reply_error(&reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "starting",
-								"the server is not streaming events yet; retry shortly");
-				/* A route without a reply streams (GET, not HEAD). */
+								"the server is not serving events yet; retry shortly");
+				/* Routes answered later take GET, not HEAD. */
 				if (reply.status == 0 && method == LWSHUMETH_HEAD)
 					reply_error(&reply, HTTP_STATUS_METHOD_NOT_ALLOWED,
-								"method_not_allowed", "a stream has no HEAD");
+								"method_not_allowed", "this endpoint has no HEAD");
 				if (reply.status == 0)
 				{
 					const char *code;
 					const char *message;
 					int			rc;
 
-					rc = rt_sse_open(wsi, (void **) user, &code, &message);
+					rc = reply.kind == RT_HTTP_SSE ?
+						rt_sse_open(wsi, &session->state, &code, &message) :
+						rt_history_open(wsi, &session->state, &code, &message);
+					if (rc == 0)
+						session->kind = reply.kind;
 					if (rc <= 0)
 						return rc;
 					reply_error(&reply, HTTP_STATUS_BAD_REQUEST, code, message);
@@ -303,16 +313,36 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			}
 
 		case LWS_CALLBACK_HTTP_WRITEABLE:
-			if (user != NULL && *(void **) user != NULL)
-				return rt_sse_writable(wsi, *(void **) user);
+			if (session == NULL || session->state == NULL)
+				break;
+			if (session->kind == RT_HTTP_SSE)
+				return rt_sse_writable(wsi, session->state);
+			if (session->kind == RT_HTTP_HISTORY)
+			{
+				int			rc = rt_history_writable(wsi, session->state);
+
+				if (rc <= 0)
+					return rc;
+				/*
+				 * Sent: end the request before the transaction, which may
+				 * free this session's memory for the connection's next one.
+				 */
+				rt_history_closed(session->state);
+				session->state = NULL;
+				session->kind = RT_HTTP_NONE;
+				return lws_http_transaction_completed(wsi) ? -1 : 0;
+			}
 			break;
 
 		case LWS_CALLBACK_CLOSED_HTTP:
-			if (user != NULL && *(void **) user != NULL)
-			{
-				rt_sse_closed(*(void **) user);
-				*(void **) user = NULL;
-			}
+			if (session == NULL || session->state == NULL)
+				break;
+			if (session->kind == RT_HTTP_SSE)
+				rt_sse_closed(session->state);
+			else if (session->kind == RT_HTTP_HISTORY)
+				rt_history_closed(session->state);
+			session->state = NULL;
+			session->kind = RT_HTTP_NONE;
 			break;
 
 		case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
@@ -325,7 +355,7 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
-/* Per connection: the SSE stream it carries, if any. */
+/* Per connection: the SSE stream or history request it carries, if any. */
 const struct lws_protocols rt_http_protocol = {
-	"http", http_callback, sizeof(void *), 0, 0, NULL, 0
+	"http", http_callback, sizeof(RtHttpSession), 0, 0, NULL, 0
 };

@@ -116,6 +116,7 @@ typedef struct Feed
 	int64		read_decided;	/* seq.decided when it was sent */
 	int64		read_announced; /* seq.announced when it was sent */
 	int			read_retry_ms;
+	bool		read_blocked;	/* held back: wait for the timer or news */
 	lws_sorted_usec_list_t read_timer;
 	uint64		reads;
 } Feed;
@@ -267,6 +268,7 @@ feed_close(void)
 {
 	lws_sul_cancel(&feed.deadline_timer);
 	lws_sul_cancel(&feed.read_timer);
+	feed.read_blocked = false;
 	if (feed.query == FEED_Q_REPLAY)
 		rt_replay_page_lost();
 	feed.query = FEED_Q_NONE;
@@ -612,9 +614,14 @@ feed_maybe_read(void)
 	const char *params[3] = {after_s, upto_s, limit_s};
 
 	if (feed.phase != FEED_UP || feed.query != FEED_Q_NONE ||
-		!feed.schema_known || !feed.seq_started ||
-		!rt_sequencer_next_read(&feed.seq, &after, &feed.read_upto))
+		!feed.schema_known || !feed.seq_started)
 		return;
+	/* Held back by an open transaction, and nothing new: let the timer ask. */
+	if (feed.read_blocked && feed.seq.announced == feed.read_announced)
+		return;
+	if (!rt_sequencer_next_read(&feed.seq, &after, &feed.read_upto))
+		return;
+	feed.read_blocked = false;
 
 	lws_sul_cancel(&feed.read_timer);
 	feed.read_decided = feed.seq.decided;
@@ -632,19 +639,20 @@ feed_maybe_read(void)
 static void
 feed_next_query(void)
 {
-	const char *params[8];
-	char		buf[3][24];
+	const char *params[RT_REPLAY_PARAMS];
+	char		buf[4][24];
 
 	feed_maybe_read();
 	if (feed.phase != FEED_UP || feed.query != FEED_Q_NONE || !feed.schema_known)
 		return;
 	if (rt_replay_next_page(params, buf))
-		feed_send(FEED_Q_REPLAY, feed.replay_sql, 8, params);
+		feed_send(FEED_Q_REPLAY, feed.replay_sql, RT_REPLAY_PARAMS, params);
 }
 
 static void
 feed_read_retry(lws_sorted_usec_list_t *sul)
 {
+	feed.read_blocked = false;
 	feed_next_query();
 }
 
@@ -793,7 +801,8 @@ feed_schema_result(const PGresult *res)
 			 " e.organization_id::text, %s.rt_event_json(e)"
 			 " FROM %s.rt_events(execution_id => $1, batch_id => $2, job_id => $3,"
 			 " organization_id => $4::uuid, types => $5::text[], after => $6::bigint,"
-			 " lim => $7::integer) e WHERE e.id <= $8::bigint",
+			 " since => $7::timestamptz, until => $8::timestamptz,"
+			 " lim => $9::integer, off => $10::integer) e WHERE e.id <= $11::bigint",
 			 schema, schema);
 	snprintf(feed.init_sql, sizeof(feed.init_sql),
 			 "SELECT coalesce((SELECT max(id) FROM %s.execution_events), 0), horizon"
@@ -891,12 +900,15 @@ feed_query_done(void)
 		feed_next_query();
 		return;
 	}
-	/* Replays go on while live reads wait for an open transaction. */
-	feed_next_query();
-	/* Held back by an open transaction: look again soon, then less often. */
+	/*
+	 * Held back by an open transaction: look again soon, then less often,
+	 * or at the next notification.  Replays go on meanwhile.
+	 */
+	feed.read_blocked = true;
 	lws_sul_schedule(rt_server_context(), 0, &feed.read_timer, feed_read_retry,
 					 (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
 	feed.read_retry_ms = Min(feed.read_retry_ms * 2, FEED_READ_RETRY_MAX_MS);
+	feed_next_query();
 }
 
 static int

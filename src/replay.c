@@ -32,9 +32,11 @@ struct RtReplay
 	void	   *owner;
 	RtReplayRowFn on_row;
 	RtReplayDoneFn on_done;
-	char	   *keys[5];		/* execution, batch, job, organization, types */
+	const RtRequest *req;		/* the owner's filter, alive while this is */
 	int64		after;			/* the last id handed to the owner */
 	int64		upto;			/* the replay ends here */
+	int			limit;			/* rows in the page, at most */
+	int			offset;
 	int			rows;			/* rows of the page so far */
 	bool		running;		/* a page of it is on the connection */
 	bool		cancelled;
@@ -49,8 +51,6 @@ static uint64 replay_pages = 0;
 static void
 replay_free(RtReplay *r)
 {
-	for (size_t i = 0; i < lengthof(r->keys); i++)
-		free(r->keys[i]);
 	free(r);
 }
 
@@ -67,29 +67,33 @@ enqueue(RtReplay *r)
 
 /*
  * Queue a page: the first RT_REPLAY_PAGE events in (after, upto] that match
- * the filter (NULL keys match anything; types is a Postgres array literal or
- * NULL).  on_done says whether there may be more.  Returns NULL when out of
- * memory.
+ * req's filter.  on_done says whether there may be more.  Returns NULL when
+ * out of memory.  req must outlive the replay (cancel it first).
  */
 RtReplay *
-rt_replay_start(const char *const keys[5], int64 after, int64 upto,
+rt_replay_start(const RtRequest *req, int64 after, int64 upto,
 				void *owner, RtReplayRowFn on_row, RtReplayDoneFn on_done)
+{
+	return rt_replay_query(req, after, upto, RT_REPLAY_PAGE, 0,
+						   owner, on_row, on_done);
+}
+
+/*
+ * The general form, for the history API too: limit rows, skipping offset,
+ * with req's since and until.
+ */
+RtReplay *
+rt_replay_query(const RtRequest *req, int64 after, int64 upto, int limit,
+				int offset, void *owner, RtReplayRowFn on_row,
+				RtReplayDoneFn on_done)
 {
 	RtReplay   *r = calloc(1, sizeof(RtReplay));
 
 	if (r == NULL)
 		return NULL;
-	for (size_t i = 0; i < lengthof(r->keys); i++)
-	{
-		if (keys[i] == NULL)
-			continue;
-		r->keys[i] = strdup(keys[i]);
-		if (r->keys[i] == NULL)
-		{
-			replay_free(r);
-			return NULL;
-		}
-	}
+	r->req = req;
+	r->limit = limit;
+	r->offset = offset;
 	r->owner = owner;
 	r->on_row = on_row;
 	r->on_done = on_done;
@@ -131,12 +135,12 @@ rt_replay_cancel(RtReplay *r)
 }
 
 /*
- * The feed is idle: the parameters of the next page to run, if any.
- * params[] receives 8 strings (or NULLs) in the order of the feed's replay
- * query; buf holds the numbers.
+ * The feed is idle: the parameters of the next page to run, if any, in the
+ * order of the feed's replay query (listen_feed.c): the four keys, types,
+ * after, since, until, limit, offset, upto.  buf holds the numbers.
  */
 bool
-rt_replay_next_page(const char *params[8], char buf[3][24])
+rt_replay_next_page(const char *params[RT_REPLAY_PARAMS], char buf[4][24])
 {
 	RtReplay   *r = queue_head;
 
@@ -146,14 +150,19 @@ rt_replay_next_page(const char *params[8], char buf[3][24])
 	if (queue_head == NULL)
 		queue_tail = NULL;
 
-	for (int i = 0; i < 5; i++)
-		params[i] = r->keys[i];
+	for (int i = 0; i < 4; i++)
+		params[i] = r->req->keys[i];
+	params[4] = r->req->types_literal;
 	snprintf(buf[0], 24, INT64_FORMAT, r->after);
-	snprintf(buf[1], 24, "%d", RT_REPLAY_PAGE);
-	snprintf(buf[2], 24, INT64_FORMAT, r->upto);
-	params[5] = buf[0];
-	params[6] = buf[1];
-	params[7] = buf[2];
+	params[5] = (r->after >= 0) ? buf[0] : NULL;
+	params[6] = r->req->since;
+	params[7] = r->req->until;
+	snprintf(buf[1], 24, "%d", r->limit);
+	params[8] = buf[1];
+	snprintf(buf[2], 24, "%d", r->offset);
+	params[9] = buf[2];
+	snprintf(buf[3], 24, INT64_FORMAT, r->upto);
+	params[10] = buf[3];
 	r->running = true;
 	running = r;
 	replay_pages++;
@@ -185,7 +194,7 @@ rt_replay_page_done(bool ok)
 	running = NULL;
 	r->running = false;
 	if (!r->cancelled)
-		r->on_done(r->owner, ok, ok && r->rows == RT_REPLAY_PAGE && r->after < r->upto);
+		r->on_done(r->owner, ok, ok && r->rows == r->limit && r->after < r->upto);
 	replay_free(r);
 }
 

@@ -15,7 +15,9 @@
  *	sequencer.c			the LISTEN feed as one ascending, gap-free stream of ids
  *	stream.c			the live stream: the ring of recent events, fan-out
  *	replay.c			catching clients up from the table, page by page
+ *	request.c			the filter and cursor of an HTTP request
  *	sse.c				GET /api/events/stream: Server-Sent Events
+ *	history.c			GET /api/events: history as JSON
  *	cleanup_worker.c	the background worker that runs TTL cleanup
  *	server_worker.c		the background worker that serves clients: its event loop
  *	listen_feed.c		the server worker's LISTEN connection
@@ -204,6 +206,43 @@ extern int64 rt_stream_ring_floor(void);
 extern uint64 rt_stream_delivered(void);
 extern uint64 rt_stream_dropped(void);
 
+/* request.c */
+#define RT_REQ_MAX_TYPES	32
+
+typedef struct RtRequest
+{
+	char	   *keys[4];		/* executionId, batchId, jobId, organizationId */
+	char	   *types[RT_REQ_MAX_TYPES];
+	int			ntypes;
+	char	   *types_literal;	/* the same, as a Postgres array literal */
+	int64		after;
+	bool		has_after;
+	char	   *since;			/* RFC 3339, checked; Postgres casts them */
+	char	   *until;
+	int			limit;
+	int			offset;
+} RtRequest;
+
+extern bool rt_request_parse(struct lws *wsi, RtRequest *req, bool history,
+							 const char **code, const char **message);
+extern bool rt_request_parse_id(const char *s, int64 *id);
+extern bool rt_request_matches(const RtRequest *req, const RtEventKeys *keys);
+extern void rt_request_free(RtRequest *req);
+
+/* What a connection of the http protocol carries (http.c's user data). */
+typedef enum RtHttpKind
+{
+	RT_HTTP_NONE = 0,
+	RT_HTTP_SSE,
+	RT_HTTP_HISTORY
+} RtHttpKind;
+
+typedef struct RtHttpSession
+{
+	RtHttpKind	kind;
+	void	   *state;			/* sse.c's or history.c's */
+} RtHttpSession;
+
 /* replay.c */
 typedef struct RtReplay RtReplay;
 /* Takes over the reference to ev. */
@@ -211,11 +250,18 @@ typedef void (*RtReplayRowFn) (void *owner, RtStreamEvent *ev);
 /* The page is done (the replay is freed); more: there may be more rows. */
 typedef void (*RtReplayDoneFn) (void *owner, bool ok, bool more);
 
-extern RtReplay *rt_replay_start(const char *const keys[5], int64 after,
+#define RT_REPLAY_PARAMS	11
+
+extern RtReplay *rt_replay_start(const RtRequest *req, int64 after,
 								 int64 upto, void *owner,
 								 RtReplayRowFn on_row, RtReplayDoneFn on_done);
+extern RtReplay *rt_replay_query(const RtRequest *req, int64 after,
+								 int64 upto, int limit, int offset,
+								 void *owner, RtReplayRowFn on_row,
+								 RtReplayDoneFn on_done);
 extern void rt_replay_cancel(RtReplay *r);
-extern bool rt_replay_next_page(const char *params[8], char buf[3][24]);
+extern bool rt_replay_next_page(const char *params[RT_REPLAY_PARAMS],
+								char buf[4][24]);
 extern void rt_replay_row(RtStreamEvent *ev);
 extern void rt_replay_page_done(bool ok);
 extern void rt_replay_page_lost(void);
@@ -228,6 +274,12 @@ extern int	rt_sse_open(struct lws *wsi, void **user, const char **code,
 extern int	rt_sse_writable(struct lws *wsi, void *user);
 extern void rt_sse_closed(void *user);
 extern int	rt_sse_clients(void);
+
+/* history.c */
+extern int	rt_history_open(struct lws *wsi, void **user, const char **code,
+							const char **message);
+extern int	rt_history_writable(struct lws *wsi, void *user);
+extern void rt_history_closed(void *user);
 
 /* http.c */
 extern const struct lws_protocols rt_http_protocol;

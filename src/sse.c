@@ -25,15 +25,12 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 
 #include <libwebsockets.h>
 
 #include "rtevents.h"
 
-#define RT_SSE_MAX_TYPES		32
-#define RT_SSE_VALUE_MAX		200
 #define RT_SSE_WRITE_CHUNK		(32 * 1024)
 #define RT_SSE_RETRY_MS			2000
 
@@ -49,10 +46,7 @@ typedef struct SseClient
 	struct SseClient *next;
 	struct lws *wsi;
 	SsePhase	phase;
-	char	   *keys[4];		/* executionId, batchId, jobId, organizationId */
-	char	   *types[RT_SSE_MAX_TYPES];
-	int			ntypes;
-	char	   *types_literal;	/* the same, as a Postgres array literal */
+	RtRequest	req;			/* the filter */
 	int64		cursor;			/* every match up to here is queued */
 	RtReplay   *replay;
 	int64		replay_upto;	/* where the running replay ends */
@@ -75,185 +69,24 @@ static bool heartbeat_scheduled = false;
 
 static void sse_catch_up(SseClient *c);
 
-/* ---- the filter ---- */
-
+/* Last-Event-ID, when present, wins over after (PROTOCOL.md). */
 static bool
-is_uuid(const char *s)
+last_event_id(struct lws *wsi, RtRequest *req, const char **code,
+			  const char **message)
 {
-	static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+	char		buf[32];
 
-	if (strlen(s) != sizeof(shape) - 1)
-		return false;
-	for (int i = 0; shape[i] != '\0'; i++)
-		if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char) s[i]))
-			return false;
-	return true;
-}
-
-static bool
-matches(const SseClient *c, const RtStreamEvent *ev)
-{
-	const char *evkeys[4] = {ev->keys.execution_id, ev->keys.batch_id,
-	ev->keys.job_id, ev->keys.organization_id};
-
-	for (int i = 0; i < 4; i++)
-		if (c->keys[i] != NULL &&
-			(evkeys[i] == NULL ||
-			 (i == 3 ? pg_strcasecmp(c->keys[i], evkeys[i]) :
-			  strcmp(c->keys[i], evkeys[i])) != 0))
-			return false;
-	if (c->ntypes == 0)
+	if (lws_hdr_custom_length(wsi, "last-event-id:", 14) <= 0)
 		return true;
-	for (int i = 0; i < c->ntypes; i++)
-		if (ev->keys.type != NULL && strcmp(c->types[i], ev->keys.type) == 0)
-			return true;
-	return false;
-}
-
-/*
- * A query argument, URL-decoded by lws: NULL when absent, "" when given
- * empty.  *toolong when it does not fit the bound every key has.
- */
-static const char *
-url_arg(struct lws *wsi, const char *name_eq, char *buf, int len, bool *toolong)
-{
-	const char *v = lws_get_urlarg_by_name(wsi, name_eq, buf, len);
-
-	*toolong = (v != NULL && strlen(v) > RT_SSE_VALUE_MAX);
-	return v;
-}
-
-static bool
-parse_id(const char *s, int64 *id)
-{
-	char	   *end;
-	long long	v;
-
-	if (*s == '\0' || !isdigit((unsigned char) *s))
+	if (lws_hdr_custom_copy(wsi, buf, sizeof(buf), "last-event-id:", 14) < 0 ||
+		!rt_request_parse_id(buf, &req->after))
+	{
+		*code = "bad_cursor";
+		*message = "Last-Event-ID must be an event id";
 		return false;
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < 0)
-		return false;
-	*id = v;
+	}
+	req->has_after = true;
 	return true;
-}
-
-/*
- * The filter and cursor of the request.  Returns false with *code and
- * *message set when the request is refused.
- */
-static bool
-parse_request(struct lws *wsi, SseClient *c, bool *has_cursor,
-			  const char **code, const char **message)
-{
-	static const char *const key_args[4] = {
-		"executionId=", "batchId=", "jobId=", "organizationId="
-	};
-	char		buf[RT_SSE_VALUE_MAX * 2 + 64];
-	char		types[RT_SSE_VALUE_MAX * 8];
-	const char *v;
-	bool		toolong;
-
-	*code = "bad_filter";
-	for (int i = 0; i < 4; i++)
-	{
-		v = url_arg(wsi, key_args[i], buf, sizeof(buf), &toolong);
-		if (v == NULL)
-			continue;
-		if (toolong || *v == '\0')
-		{
-			*message = "filter values must be 1 to 200 bytes";
-			return false;
-		}
-		if (i == 3 && !is_uuid(v))
-		{
-			*message = "organizationId must be a UUID";
-			return false;
-		}
-		if ((c->keys[i] = strdup(v)) == NULL)
-			goto oom;
-	}
-
-	v = lws_get_urlarg_by_name(wsi, "type=", types, sizeof(types));
-	if (v != NULL && strlen(v) >= sizeof(types) - sizeof("type="))
-	{
-		*message = "type lists at most 32 types of at most 200 bytes";
-		return false;
-	}
-	if (v != NULL)
-	{
-		size_t		lit_len = 3;
-		char	   *tok,
-				   *save = NULL,
-				   *lit;
-
-		for (tok = strtok_r((char *) v, ",", &save); tok != NULL;
-			 tok = strtok_r(NULL, ",", &save))
-		{
-			if (c->ntypes == RT_SSE_MAX_TYPES || strlen(tok) > RT_SSE_VALUE_MAX)
-			{
-				*message = "type lists at most 32 types of at most 200 bytes";
-				return false;
-			}
-			if ((c->types[c->ntypes++] = strdup(tok)) == NULL)
-				goto oom;
-			lit_len += 2 * strlen(tok) + 3;
-		}
-		if (c->ntypes == 0)
-		{
-			*message = "type must name at least one event type";
-			return false;
-		}
-		/* {"a","b"} with " and \ escaped: the replay's types argument */
-		if ((lit = c->types_literal = malloc(lit_len)) == NULL)
-			goto oom;
-		*lit++ = '{';
-		for (int i = 0; i < c->ntypes; i++)
-		{
-			if (i > 0)
-				*lit++ = ',';
-			*lit++ = '"';
-			for (const char *p = c->types[i]; *p; p++)
-			{
-				if (*p == '"' || *p == '\\')
-					*lit++ = '\\';
-				*lit++ = *p;
-			}
-			*lit++ = '"';
-		}
-		*lit++ = '}';
-		*lit = '\0';
-	}
-
-	/* Last-Event-ID wins over after (PROTOCOL.md). */
-	*code = "bad_cursor";
-	*has_cursor = false;
-	if (lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0)
-	{
-		if (lws_hdr_custom_copy(wsi, buf, sizeof(buf), "last-event-id:", 14) < 0 ||
-			!parse_id(buf, &c->cursor))
-		{
-			*message = "Last-Event-ID must be an event id";
-			return false;
-		}
-		*has_cursor = true;
-	}
-	else if ((v = url_arg(wsi, "after=", buf, sizeof(buf), &toolong)) != NULL)
-	{
-		if (toolong || !parse_id(v, &c->cursor))
-		{
-			*message = "after must be an event id (0 or more)";
-			return false;
-		}
-		*has_cursor = true;
-	}
-	return true;
-
-oom:
-	*code = "unavailable";
-	*message = "out of memory";
-	return false;
 }
 
 /* ---- the queue ---- */
@@ -307,7 +140,7 @@ give_up(SseClient *c)
 static bool
 offer(SseClient *c, RtStreamEvent *ev)
 {
-	if (ev->id <= c->cursor || !matches(c, ev))
+	if (ev->id <= c->cursor || !rt_request_matches(&c->req, &ev->keys))
 		return true;
 	if (!enqueue(c, ev))
 	{
@@ -381,12 +214,9 @@ sse_catch_up(SseClient *c)
 	}
 	if (n < 0)
 	{
-		const char *keys[5] = {c->keys[0], c->keys[1], c->keys[2], c->keys[3],
-		c->types_literal};
-
 		c->phase = SSE_REPLAYING;
 		c->replay_upto = rt_stream_ring_floor();
-		c->replay = rt_replay_start(keys, c->cursor, c->replay_upto,
+		c->replay = rt_replay_start(&c->req, c->cursor, c->replay_upto,
 									c, replay_row, replay_done);
 		if (c->replay == NULL)
 			give_up(c);
@@ -454,11 +284,7 @@ client_free(SseClient *c)
 	for (int i = 0; i < c->queue_len; i++)
 		rt_stream_event_release(c->queue[(c->queue_head + i) % c->queue_cap]);
 	free(c->queue);
-	for (int i = 0; i < 4; i++)
-		free(c->keys[i]);
-	for (int i = 0; i < c->ntypes; i++)
-		free(c->types[i]);
-	free(c->types_literal);
+	rt_request_free(&c->req);
 	free(c);
 }
 
@@ -480,11 +306,14 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 	if (c == NULL)
 		return -1;
 	c->wsi = wsi;
-	if (!parse_request(wsi, c, &has_cursor, code, message))
+	if (!rt_request_parse(wsi, &c->req, false, code, message) ||
+		!last_event_id(wsi, &c->req, code, message))
 	{
 		client_free(c);
 		return 1;
 	}
+	has_cursor = c->req.has_after;
+	c->cursor = c->req.after;
 
 	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
 									LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||

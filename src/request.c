@@ -1,0 +1,289 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.c
+ *		The filter and cursor of an HTTP request, from its query string.
+ *
+ * PROTOCOL.md's filter parameters (executionId, batchId, jobId,
+ * organizationId, type) and cursor parameters (after, since, until, and for
+ * history limit and offset), the same for every endpoint.  libwebsockets
+ * splits and URL-decodes the query string; this module bounds and checks
+ * every value, refuses what it cannot mean with an error code and message
+ * for PROTOCOL.md's 400 body, and decides whether an event matches.
+ *
+ * It runs inside libwebsockets callbacks: malloc, no ereport(ERROR).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+
+#include <libwebsockets.h>
+
+#include "rtevents.h"
+
+#define RT_REQ_VALUE_MAX	200		/* as the table's CHECK constraints */
+#define RT_REQ_MAX_OFFSET	100000
+
+
+static bool
+is_uuid(const char *s)
+{
+	static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+
+	if (strlen(s) != sizeof(shape) - 1)
+		return false;
+	for (int i = 0; shape[i] != '\0'; i++)
+		if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char) s[i]))
+			return false;
+	return true;
+}
+
+/* Whether an event matches: every filter given, and one of the types. */
+bool
+rt_request_matches(const RtRequest *c, const RtEventKeys *keys)
+{
+	const char *evkeys[4] = {keys->execution_id, keys->batch_id,
+	keys->job_id, keys->organization_id};
+
+	for (int i = 0; i < 4; i++)
+		if (c->keys[i] != NULL &&
+			(evkeys[i] == NULL ||
+			 (i == 3 ? pg_strcasecmp(c->keys[i], evkeys[i]) :
+			  strcmp(c->keys[i], evkeys[i])) != 0))
+			return false;
+	if (c->ntypes == 0)
+		return true;
+	for (int i = 0; i < c->ntypes; i++)
+		if (keys->type != NULL && strcmp(c->types[i], keys->type) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A query argument, URL-decoded by lws: NULL when absent, "" when given
+ * empty.  *toolong when it does not fit the bound every key has.
+ */
+static const char *
+url_arg(struct lws *wsi, const char *name_eq, char *buf, int len, bool *toolong)
+{
+	const char *v = lws_get_urlarg_by_name(wsi, name_eq, buf, len);
+
+	*toolong = (v != NULL && strlen(v) > RT_REQ_VALUE_MAX);
+	return v;
+}
+
+bool
+rt_request_parse_id(const char *s, int64 *id)
+{
+	char	   *end;
+	long long	v;
+
+	if (*s == '\0' || !isdigit((unsigned char) *s))
+		return false;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 0)
+		return false;
+	*id = v;
+	return true;
+}
+
+/*
+ * An RFC 3339 timestamp, as a strict shape check: Postgres casts it.
+ * 2026-11-22T10:00:00Z, with optional fraction, Z or a +hh:mm offset.
+ */
+static bool
+is_rfc3339(const char *s)
+{
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+	const char *p = s;
+
+	for (int i = 0; shape[i] != '\0'; i++, p++)
+		if (shape[i] == 'd' ? !isdigit((unsigned char) *p) :
+			(shape[i] == 'T' ? (*p != 'T' && *p != 't' && *p != ' ') : *p != shape[i]))
+			return false;
+	if (*p == '.')
+	{
+		if (!isdigit((unsigned char) *++p))
+			return false;
+		while (isdigit((unsigned char) *p))
+			p++;
+	}
+	if (*p == 'Z' || *p == 'z')
+		return p[1] == '\0';
+	return (*p == '+' || *p == '-') &&
+		isdigit((unsigned char) p[1]) && isdigit((unsigned char) p[2]) &&
+		p[3] == ':' &&
+		isdigit((unsigned char) p[4]) && isdigit((unsigned char) p[5]) &&
+		p[6] == '\0';
+}
+
+static bool
+int_arg(struct lws *wsi, const char *name_eq, int lo, int hi, int *value,
+		bool *bad)
+{
+	char		buf[64];
+	const char *v = lws_get_urlarg_by_name(wsi, name_eq, buf, sizeof(buf));
+	int64		n;
+
+	*bad = false;
+	if (v == NULL)
+		return false;
+	if (!rt_request_parse_id(v, &n) || n < lo || n > hi)
+		*bad = true;
+	else
+		*value = (int) n;
+	return true;
+}
+
+/*
+ * The filter and cursor of the request; history adds since, until, limit
+ * and offset.  Returns false with *code and *message set when the request
+ * is refused; the caller frees with rt_request_free either way.
+ */
+bool
+rt_request_parse(struct lws *wsi, RtRequest *c, bool history,
+				 const char **code, const char **message)
+{
+	static const char *const key_args[4] = {
+		"executionId=", "batchId=", "jobId=", "organizationId="
+	};
+	char		buf[RT_REQ_VALUE_MAX * 2 + 64];
+	char		types[RT_REQ_VALUE_MAX * 8];
+	const char *v;
+	bool		toolong;
+
+	*code = "bad_filter";
+	for (int i = 0; i < 4; i++)
+	{
+		v = url_arg(wsi, key_args[i], buf, sizeof(buf), &toolong);
+		if (v == NULL)
+			continue;
+		if (toolong || *v == '\0')
+		{
+			*message = "filter values must be 1 to 200 bytes";
+			return false;
+		}
+		if (i == 3 && !is_uuid(v))
+		{
+			*message = "organizationId must be a UUID";
+			return false;
+		}
+		if ((c->keys[i] = strdup(v)) == NULL)
+			goto oom;
+	}
+
+	v = lws_get_urlarg_by_name(wsi, "type=", types, sizeof(types));
+	if (v != NULL && strlen(v) >= sizeof(types) - sizeof("type="))
+	{
+		*message = "type lists at most 32 types of at most 200 bytes";
+		return false;
+	}
+	if (v != NULL)
+	{
+		size_t		lit_len = 3;
+		char	   *tok,
+				   *save = NULL,
+				   *lit;
+
+		for (tok = strtok_r((char *) v, ",", &save); tok != NULL;
+			 tok = strtok_r(NULL, ",", &save))
+		{
+			if (c->ntypes == RT_REQ_MAX_TYPES || strlen(tok) > RT_REQ_VALUE_MAX)
+			{
+				*message = "type lists at most 32 types of at most 200 bytes";
+				return false;
+			}
+			if ((c->types[c->ntypes++] = strdup(tok)) == NULL)
+				goto oom;
+			lit_len += 2 * strlen(tok) + 3;
+		}
+		if (c->ntypes == 0)
+		{
+			*message = "type must name at least one event type";
+			return false;
+		}
+		/* {"a","b"} with " and \ escaped: the replay's types argument */
+		if ((lit = c->types_literal = malloc(lit_len)) == NULL)
+			goto oom;
+		*lit++ = '{';
+		for (int i = 0; i < c->ntypes; i++)
+		{
+			if (i > 0)
+				*lit++ = ',';
+			*lit++ = '"';
+			for (const char *p = c->types[i]; *p; p++)
+			{
+				if (*p == '"' || *p == '\\')
+					*lit++ = '\\';
+				*lit++ = *p;
+			}
+			*lit++ = '"';
+		}
+		*lit++ = '}';
+		*lit = '\0';
+	}
+
+	*code = "bad_cursor";
+	if ((v = url_arg(wsi, "after=", buf, sizeof(buf), &toolong)) != NULL)
+	{
+		if (toolong || !rt_request_parse_id(v, &c->after))
+		{
+			*message = "after must be an event id (0 or more)";
+			return false;
+		}
+		c->has_after = true;
+	}
+	c->limit = 100;
+	if (!history)
+		return true;
+
+	for (int i = 0; i < 2; i++)
+	{
+		v = url_arg(wsi, i == 0 ? "since=" : "until=", buf, sizeof(buf), &toolong);
+		if (v == NULL)
+			continue;
+		if (toolong || !is_rfc3339(v))
+		{
+			*message = "since and until must be RFC 3339 timestamps, like 2026-11-22T10:00:00Z";
+			return false;
+		}
+		if (((i == 0 ? &c->since : &c->until)[0] = strdup(v)) == NULL)
+			goto oom;
+	}
+	{
+		bool		bad;
+
+		if (int_arg(wsi, "limit=", 1, 1000, &c->limit, &bad) && bad)
+		{
+			*message = "limit must be between 1 and 1000";
+			return false;
+		}
+		if (int_arg(wsi, "offset=", 0, RT_REQ_MAX_OFFSET, &c->offset, &bad) && bad)
+		{
+			*message = "offset must be between 0 and 100000";
+			return false;
+		}
+	}
+	return true;
+
+oom:
+	*code = "unavailable";
+	*message = "out of memory";
+	return false;
+}
+
+void
+rt_request_free(RtRequest *c)
+{
+	for (int i = 0; i < 4; i++)
+		free(c->keys[i]);
+	for (int i = 0; i < c->ntypes; i++)
+		free(c->types[i]);
+	free(c->types_literal);
+	free(c->since);
+	free(c->until);
+	memset(c, 0, sizeof(*c));
+}
