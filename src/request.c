@@ -26,7 +26,6 @@
 #define RT_REQ_VALUE_MAX	200		/* as the table's CHECK constraints */
 #define RT_REQ_MAX_OFFSET	100000
 
-
 static bool
 is_uuid(const char *s)
 {
