@@ -350,6 +350,29 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 	return 0;
 }
 
+/*
+ * The one buffer writes are built in: the loop is single-threaded and lws
+ * copies what the socket does not take.  It grows for a big event and goes
+ * back to its usual size afterwards.
+ */
+static uint8_t *
+write_buffer(size_t size)
+{
+	static uint8_t *buf = NULL;
+	static size_t cap = 0;
+
+	if (size > cap || (cap > 4 * (LWS_PRE + RT_SSE_WRITE_CHUNK) && size < cap / 4))
+	{
+		uint8_t    *grown = realloc(buf, size);
+
+		if (grown == NULL)
+			return NULL;
+		buf = grown;
+		cap = size;
+	}
+	return buf;
+}
+
 /* LWS_CALLBACK_HTTP_WRITEABLE: as much of the queue as one write takes. */
 int
 rt_sse_writable(struct lws *wsi, void *user)
@@ -367,7 +390,7 @@ rt_sse_writable(struct lws *wsi, void *user)
 	/* The first event decides the buffer: a big one gets its own. */
 	if (c->queue_len > 0)
 		room = Max(room, c->queue[c->queue_head]->json_len + 64);
-	buf = malloc(LWS_PRE + room);
+	buf = write_buffer(LWS_PRE + room);
 	if (buf == NULL)
 		return -1;
 	start = p = buf + LWS_PRE;
@@ -404,11 +427,7 @@ rt_sse_writable(struct lws *wsi, void *user)
 
 	n = (int) (p - start);
 	if (n > 0 && lws_write(wsi, start, (size_t) n, LWS_WRITE_HTTP) != n)
-	{
-		free(buf);
 		return -1;
-	}
-	free(buf);
 	if (c->phase == SSE_CATCHING_UP && has_room(c))
 		sse_catch_up(c);
 	if (c->queue_len > 0 || c->heartbeat_due)

@@ -200,7 +200,10 @@ is($node->safe_psql('postgres', q{SELECT count(*) > 0 FROM execution_events}), '
 srand(20261122);
 my @sessions = map { $node->background_psql('postgres') } 1 .. 4;
 my @open = (0) x 4;
+my $start_id = $node->safe_psql('postgres', 'SELECT coalesce(max(id), 0) FROM execution_events');
 my $sub = sse_open('?executionId=g');
+# live from the moment the stream is open: wait for that before publishing
+wait_until(sub { $sub->{h}->pump_nb; ${ $sub->{out} } =~ /\Aretry: / }) or die 'no stream';
 my @seen;
 my $resumes = 0;
 my $killed_feed = 0;
@@ -234,9 +237,8 @@ for my $step (1 .. 400)
 		push @seen, sse_events($sub);
 		sse_close($sub);
 		$resumes++;
-		$sub = @seen
-		  ? sse_open('?executionId=g', last_event_id => $seen[-1]{id})
-		  : sse_open('?executionId=g');
+		$sub = sse_open('?executionId=g',
+			last_event_id => @seen ? $seen[-1]{id} : $start_id);
 	}
 	if ($step == 200)
 	{
