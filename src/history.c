@@ -8,8 +8,8 @@
  * like a replay page (replay.c) and only reaches as far as the live stream
  * has decided: an id that might still be overtaken by a lower one never
  * appears, so the last id of a page is a safe cursor for the next page and
- * for resuming a stream.  "next" is that id when the page is full, null when
- * there is nothing more for now.
+ * for resuming a stream.  "next" is that id when the page is full (or was
+ * cut at RT_HISTORY_MAX_BYTES), null when there is nothing more for now.
  *
  * Runs inside libwebsockets callbacks: malloc, no ereport(ERROR).
  *
@@ -23,6 +23,12 @@
 
 #include "rtevents.h"
 
+/*
+ * A page stops early rather than grow past this many bytes of JSON (big
+ * events); "next" then says where the rest begins.
+ */
+#define RT_HISTORY_MAX_BYTES	(16 * 1024 * 1024)
+
 typedef struct HistoryRequest
 {
 	struct lws *wsi;
@@ -31,8 +37,9 @@ typedef struct HistoryRequest
 	char	   *body;			/* the JSON reply, as it is built */
 	size_t		len;
 	size_t		cap;
-	int			rows;
-	int64		last_id;
+	int			rows;			/* rows in the reply */
+	int64		last_id;		/* the last of them */
+	bool		cut;			/* rows left out for size: a next page */
 	bool		done;
 	bool		failed;
 } HistoryRequest;
@@ -61,11 +68,16 @@ history_row(void *owner, RtStreamEvent *ev)
 {
 	HistoryRequest *h = owner;
 
-	if (!h->failed &&
-		((h->rows > 0 && !append(h, ",", 1)) || !append(h, ev->json, ev->json_len)))
+	if (h->cut || (h->rows > 0 && h->len + ev->json_len > RT_HISTORY_MAX_BYTES))
+		h->cut = true;
+	else if ((h->rows > 0 && !append(h, ",", 1)) ||
+			 !append(h, ev->json, ev->json_len))
 		h->failed = true;
-	h->rows++;
-	h->last_id = ev->id;
+	else
+	{
+		h->rows++;
+		h->last_id = ev->id;
+	}
 	rt_stream_event_release(ev);
 }
 
@@ -76,7 +88,7 @@ history_done(void *owner, bool ok, bool more)
 	char		tail[48];
 
 	h->replay = NULL;
-	if (h->rows == h->req.limit)
+	if (h->rows == h->req.limit || h->cut)
 		snprintf(tail, sizeof(tail), "],\"next\":" INT64_FORMAT "}", h->last_id);
 	else
 		snprintf(tail, sizeof(tail), "],\"next\":null}");
