@@ -97,6 +97,20 @@ is_deeply([ map { $_->{id} } @{ $page->{events} } ], [ $held, $later ], 'both on
 	is_deeply(\@ids, [ 2 .. 21 ], '20 requests on one connection, 20 answers');
 }
 
+# A page stops before 16 MB of JSON, and next says where the rest begins.
+{
+	my ($first, $second) = split /\n/, $node->safe_psql('postgres', q{
+		SELECT rt_publish('huge', jsonb_build_object('pad', repeat('x', 9000000)), execution_id => 'huge')
+		FROM generate_series(1, 2)});
+	usleep(100_000) until time > $deadline + 90 || (get("?after=$first"))[0] eq '200'
+	  && scalar(@{ (get("?executionId=huge"))[1]{events} // [] }) >= 1;
+	my ($s1, $p1) = get('?executionId=huge');
+	is_deeply([ map { $_->{id} } @{ $p1->{events} } ], [$first], 'two 9 MB events: the first page holds one');
+	is($p1->{next}, $first, '... and next points past it');
+	my ($s2, $p2) = get("?executionId=huge&after=$p1->{next}");
+	is_deeply([ map { $_->{id} } @{ $p2->{events} } ], [$second], 'the next page holds the other');
+}
+
 # Refusals.
 for my $bad ('?limit=0', '?limit=1001', '?offset=-1', '?after=x', '?since=yesterday',
 	'?until=2026-11-22', '?organizationId=12', '?jobId=')
