@@ -7,8 +7,8 @@
 #
 # Starts a private cluster (as postgres, in a mktemp -d, unix socket only for
 # SQL), the worker on 127.0.0.1:$PORT, and removes it all on exit.  The
-# client is Node (bench/sse_latency.mjs), on the same 2 cores as the server:
-# its own parsing is part of the figure.  Needs the extension installed.
+# client is bench/sse_client.c (one epoll loop; CLIENT=node for the Node
+# one), on the same 2 cores as the server.  Needs the extension installed.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -46,8 +46,15 @@ done
 
 ulimit -n 65536 2>/dev/null || true
 out=$(mktemp)
-node "$here/sse_latency.mjs" "$port" "$subscribers" "$events" >"$out" &
+if [ "${CLIENT:-c}" = node ]; then
+	node "$here/sse_latency.mjs" "$port" "$subscribers" "$events" >"$out" &
+else
+	cc -O2 -Wall -Wextra -o "$dir/sse_client" "$here/sse_client.c"
+	"$dir/sse_client" "$port" "$subscribers" "$events" \
+		'/api/events/stream?executionId=bench' >"$out" &
+fi
 client=$!
+sleep 1
 until grep -q ready "$out"; do sleep 0.2; done
 
 # One publisher at RATE/s: each statement its own transaction.
