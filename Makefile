@@ -11,6 +11,7 @@ OBJS = \
 	src/rtevents.o \
 	src/guc.o \
 	src/horizon.o \
+	src/connections.o \
 	src/event_json.o \
 	src/publish.o \
 	src/cleanup_worker.o \
@@ -22,13 +23,16 @@ OBJS = \
 	src/stream.o \
 	src/replay.o \
 	src/request.o \
+	src/subscription.o \
 	src/sse.o \
+	src/client_message.o \
+	src/ws.o \
 	src/history.o
 
 DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"
 
-REGRESS = publish validation insert_paths history ttl indexes
+REGRESS = publish validation insert_paths history ttl indexes connections
 # pg_regress starts its own cluster with rtevents preloaded (initdb refuses
 # root: run as an ordinary user, as test/run does).
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regress.conf
@@ -49,7 +53,8 @@ include $(PGXS)
 
 # Unit tests of the worker's pure C modules: plain programs printing TAP,
 # run by test/t/000_unit.pl.
-UNIT_TESTS = test/unit/test_sequencer
+UNIT_TESTS = test/unit/test_sequencer test/unit/test_connections \
+	test/unit/test_client_message
 EXTRA_CLEAN = $(UNIT_TESTS)
 
 unit-tests: $(UNIT_TESTS)
@@ -57,4 +62,13 @@ unit-tests: $(UNIT_TESTS)
 test/unit/test_%: test/unit/test_%.c src/%.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport
 
+# client messages are checked by request.c, which reads query strings by lws
+test/unit/test_client_message: test/unit/test_client_message.c \
+		src/client_message.c src/request.c
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport \
+		-lwebsockets
+
 .PHONY: unit-tests
+
+# Every module includes the one header: a change to it rebuilds them all.
+$(OBJS): src/rtevents.h

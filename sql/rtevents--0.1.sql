@@ -56,6 +56,30 @@ SELECT pg_catalog.pg_extension_config_dump('execution_events', '');
 SELECT pg_catalog.pg_extension_config_dump(
 	pg_catalog.pg_get_serial_sequence('@extschema@.execution_events', 'id'), '');
 
+-- The retention mark: the highest event id TTL cleanup has ever deleted (0:
+-- none yet).  A resume cursor below it may have missed events, and the
+-- client is told so (PROTOCOL.md's gap); see rt_gap().  At most one row,
+-- and none until the first cleanup that deletes something: rt_cleanup()
+-- upserts it.  The script inserts no row on purpose: pg_dump keeps this
+-- table's rows, and on restore a row from the script would collide with the
+-- dumped one (unique violation, mark lost).  Only rt_cleanup() writes it.
+CREATE TABLE rtevents_retention (
+	one				boolean PRIMARY KEY DEFAULT true
+		CONSTRAINT rtevents_retention_one_check CHECK (one),
+	deleted_upto	bigint NOT NULL DEFAULT 0
+);
+
+COMMENT ON TABLE rtevents_retention IS
+	'rtevents: deleted_upto, the highest event id TTL cleanup has deleted (no row: none)';
+
+SELECT pg_catalog.pg_extension_config_dump('rtevents_retention', '');
+-- PUBLIC neither reads nor writes the mark (PostgreSQL's default for a new
+-- table, made explicit against ALTER DEFAULT PRIVILEGES ... TO PUBLIC).
+-- Roles that call rt_retention() or rt_gap() need SELECT on it, as on
+-- execution_events; roles other than the owner that call rt_cleanup() need
+-- INSERT and UPDATE on it besides DELETE on execution_events.
+REVOKE ALL ON rtevents_retention FROM PUBLIC;
+
 -- The insert path: the horizon slot (which ids may still commit) and one
 -- NOTIFY per statement for rows that did not come through rt_publish().
 CREATE FUNCTION rt_insert_statement_begin()
@@ -112,6 +136,36 @@ CREATE FUNCTION rt_horizon()
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'rt_horizon'
 LANGUAGE C VOLATILE;
+
+-- The server worker's clients, one row each, read from shared memory the
+-- way pg_stat_activity reads its backends (src/connections.c).  No rows
+-- without shared_preload_libraries.  Peer addresses are as sensitive as
+-- pg_stat_activity's client_addr: pg_read_all_stats only.
+CREATE FUNCTION rt_connections(
+	OUT id				bigint,
+	OUT transport		text,
+	OUT peer			text,
+	OUT subscriptions	integer,
+	OUT queued_bytes	bigint,
+	OUT connected_at	timestamptz,
+	OUT last_activity	timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rt_connections'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION rt_connections() IS
+	'rtevents: the server worker''s clients, one row each (see the rtevents_connections view)';
+
+CREATE VIEW rtevents_connections AS
+	SELECT * FROM @extschema@.rt_connections();
+
+COMMENT ON VIEW rtevents_connections IS
+	'rtevents: the server worker''s clients: id, transport (sse, websocket, history), peer address, subscriptions, bytes queued, connected_at, last_activity';
+
+REVOKE ALL ON FUNCTION rt_connections() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rt_connections() TO pg_read_all_stats;
+REVOKE ALL ON rtevents_connections FROM PUBLIC;
+GRANT SELECT ON rtevents_connections TO pg_read_all_stats;
 
 -- How the server worker's feed reads new events: a header row with the
 -- horizon (read first), then the rows in (after, upto] with their JSON, read
@@ -194,6 +248,14 @@ COMMENT ON FUNCTION rt_events(text, text, text, uuid, text[], bigint, timestampt
 -- takes no lock an INSERT waits for; the background worker calls this one
 -- batch per transaction.  No FOR UPDATE: a row lock per row would double
 -- the WAL, and two cleanups that meet simply skip what the other deleted.
+-- Each batch that deletes something raises the retention mark
+-- (rtevents_retention.deleted_upto) to the highest id it deleted, in the
+-- same transaction, so the mark and the deletes commit or roll back
+-- together; a batch that deletes nothing leaves the row alone, unlocked.
+-- That row lock is held to the end of the transaction: a second cleanup
+-- running at the same time waits on it after its own DELETE until the
+-- first one's transaction ends (one batch, for the worker).  Acceptable:
+-- cleanups do not need to run side by side, and publishers never touch it.
 CREATE FUNCTION rt_cleanup(batch_size integer DEFAULT 10000,
 						   max_batches integer DEFAULT NULL)
 RETURNS bigint
@@ -202,6 +264,7 @@ AS $$
 DECLARE
 	total	bigint := 0;
 	n		bigint;
+	m		bigint;
 	batches	integer := 0;
 BEGIN
 	IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
@@ -215,12 +278,20 @@ BEGIN
 	END IF;
 
 	LOOP
-		DELETE FROM @extschema@.execution_events
-		WHERE id = ANY (ARRAY(SELECT id FROM @extschema@.execution_events
-							  WHERE expires_at <= now()
-							  ORDER BY expires_at
-							  LIMIT batch_size));
-		GET DIAGNOSTICS n = ROW_COUNT;
+		WITH d AS (
+			DELETE FROM @extschema@.execution_events
+			WHERE id = ANY (ARRAY(SELECT id FROM @extschema@.execution_events
+								  WHERE expires_at <= now()
+								  ORDER BY expires_at
+								  LIMIT batch_size))
+			RETURNING id)
+		SELECT count(*), max(d.id) INTO n, m FROM d;
+		IF n > 0 THEN
+			INSERT INTO @extschema@.rtevents_retention AS r (deleted_upto)
+			VALUES (m)
+			ON CONFLICT (one) DO UPDATE
+				SET deleted_upto = greatest(r.deleted_upto, excluded.deleted_upto);
+		END IF;
 		total := total + n;
 		batches := batches + 1;
 		EXIT WHEN n < batch_size OR batches >= max_batches;
@@ -231,3 +302,45 @@ $$;
 
 COMMENT ON FUNCTION rt_cleanup(integer, integer) IS
 	'rtevents: delete expired events in batches; returns how many';
+
+-- What TTL cleanup has taken: the retention mark (0 when nothing was ever
+-- deleted) and the lowest id still stored (NULL when the table is empty),
+-- read in one snapshot.  min(id) is the first entry of the primary key.
+CREATE FUNCTION rt_retention(OUT deleted_upto bigint, OUT oldest bigint)
+LANGUAGE sql STABLE
+AS $$
+	SELECT coalesce((SELECT r.deleted_upto FROM @extschema@.rtevents_retention r), 0),
+		   (SELECT min(e.id) FROM @extschema@.execution_events e)
+$$;
+
+COMMENT ON FUNCTION rt_retention() IS
+	'rtevents: deleted_upto, the highest id TTL cleanup has deleted (0: none), and oldest, the lowest id stored (NULL: none)';
+
+-- Whether a resume cursor reaches back past what cleanup deleted (the gap
+-- message of PROTOCOL.md), and if so where what is kept begins.  NULL: no
+-- gap, cleanup has deleted no id above after (after >= the mark; a NULL
+-- after, no cursor, is no gap either; a negative one counts as 0).
+-- Otherwise at least one event above after was deleted, and the result
+-- is the lowest id above after still stored, or deleted_upto + 1 when none
+-- is (no id above after is stored now; the first that can follow the
+-- mark).  Ids still stored above after are all kept, so the stream goes
+-- on from after and delivers them; the result is what to report as oldest.
+-- The mark ignores filters: a deleted event a subscription would not have
+-- matched still counts.  Cost: one primary-key probe, only when there is a
+-- gap.
+CREATE FUNCTION rt_gap(after bigint)
+RETURNS bigint
+LANGUAGE sql STABLE STRICT
+AS $$
+	SELECT CASE
+		WHEN greatest(after, 0) >= m.deleted_upto THEN NULL
+		ELSE coalesce((SELECT min(e.id) FROM @extschema@.execution_events e
+					   WHERE e.id > after),
+					  m.deleted_upto + 1)
+	END
+	FROM (SELECT coalesce((SELECT r.deleted_upto
+						   FROM @extschema@.rtevents_retention r), 0) AS deleted_upto) m
+$$;
+
+COMMENT ON FUNCTION rt_gap(bigint) IS
+	'rtevents: NULL when no event above the cursor after was deleted by TTL cleanup (after >= deleted_upto, or after NULL); otherwise the lowest id above after still stored, or deleted_upto + 1 when none is';

@@ -30,6 +30,9 @@ char	   *rt_database = NULL;
 char	   *rt_feed_conninfo = NULL;
 int			rt_heartbeat = 30;
 int			rt_max_client_buffer = 4096;
+int			rt_batch_ms = 0;
+int			rt_client_timeout = 60;
+int			rt_max_connections = 10000;
 
 /*
  * The channel is used verbatim by NOTIFY and LISTEN; refuse what NOTIFY would
@@ -121,6 +124,17 @@ define_worker_gucs(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+
+	/* It sizes the slot array in shared memory (connections.c). */
+	DefineCustomIntVariable("rtevents.max_connections",
+							"Clients the rtevents worker serves at once.",
+							"Each has a slot in shared memory, for the rtevents_connections "
+							"view; a client over the limit is refused with 503 server_full.",
+							&rt_max_connections,
+							10000, 1, 1000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
 }
 
 void
@@ -180,7 +194,8 @@ rt_define_gucs(void)
 
 	DefineCustomIntVariable("rtevents.heartbeat",
 							"Time between keep-alives to each client.",
-							"SSE streams get a \": keep-alive\" comment this often.",
+							"SSE streams get a \": keep-alive\" comment this often, and "
+							"WebSocket connections a ping.",
 							&rt_heartbeat,
 							30, 1, 3600,
 							PGC_SIGHUP,
@@ -195,6 +210,26 @@ rt_define_gucs(void)
 							4096, 64, 1024 * 1024,
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.client_timeout",
+							"Time a WebSocket client may stay silent before it is closed.",
+							"Any frame counts, the pong to the server's ping included; "
+							"should be more than rtevents.heartbeat.",
+							&rt_client_timeout,
+							60, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.batch_ms",
+							"Time events wait to go out together to a client.",
+							"0 writes as soon as the socket takes it; events that arrive "
+							"while a socket is busy go out together either way.",
+							&rt_batch_ms,
+							0, 0, 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("rtevents");

@@ -42,6 +42,7 @@ typedef struct HistoryRequest
 	bool		cut;			/* rows left out for size: a next page */
 	bool		done;
 	bool		failed;
+	int			conn;			/* its rtevents_connections slot */
 } HistoryRequest;
 
 static bool
@@ -107,7 +108,9 @@ int
 rt_history_open(struct lws *wsi, void **user, const char **code,
 				const char **message)
 {
+	static const RtReplayHooks hooks = {history_row, history_done, NULL};
 	HistoryRequest *h = calloc(1, sizeof(HistoryRequest));
+	char		peer[64];
 
 	if (h == NULL)
 		return -1;
@@ -118,12 +121,22 @@ rt_history_open(struct lws *wsi, void **user, const char **code,
 		free(h);
 		return 1;
 	}
+	if (lws_get_peer_simple(wsi, peer, sizeof(peer)) == NULL)
+		peer[0] = '\0';
+	if ((h->conn = rt_conn_acquire(RT_CONN_HISTORY, peer)) < 0)
+	{
+		rt_request_free(&h->req);
+		free(h);
+		*code = "server_full";
+		*message = "the server holds as many clients as rtevents.max_connections allows; retry later";
+		return 1;
+	}
 	if (!append(h, "{\"events\":[", 11) ||
 		(h->replay = rt_replay_query(&h->req, h->req.has_after ? h->req.after : -1,
 									 rt_stream_last_id(), h->req.limit,
-									 h->req.offset, h, history_row,
-									 history_done)) == NULL)
+									 h->req.offset, h, &hooks)) == NULL)
 	{
+		rt_conn_release(h->conn);
 		free(h->body);
 		rt_request_free(&h->req);
 		free(h);
@@ -183,6 +196,7 @@ rt_history_closed(void *user)
 	HistoryRequest *h = user;
 
 	rt_replay_cancel(h->replay);
+	rt_conn_release(h->conn);
 	rt_request_free(&h->req);
 	free(h->body);
 	free(h);

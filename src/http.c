@@ -16,7 +16,9 @@
  * max_http_header_data), bodies are never read, and a reply is composed in
  * a fixed buffer.
  *
- * WebSocket upgrades are refused until the WebSocket protocol exists.
+ * A WebSocket upgrade is let through for /ws only, once its query string
+ * has passed the same checks as any other request's; the connection then
+ * belongs to the "rtevents" protocol (ws.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -26,7 +28,7 @@
 
 #include "rtevents.h"
 
-#define REPLY_BODY_MAX			4096
+#define REPLY_BODY_MAX			8192
 #define REPLY_HEADERS_MAX		1024
 
 typedef struct HttpReply
@@ -145,6 +147,22 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   "# HELP rtevents_connections Clients connected, by transport.\n"
 				   "# TYPE rtevents_connections gauge\n"
 				   "rtevents_connections{transport=\"sse\"} %d\n"
+				   "rtevents_connections{transport=\"websocket\"} %d\n"
+				   "# HELP rtevents_connection_slots_used Slots of rtevents_connections in use, of rtevents.max_connections.\n"
+				   "# TYPE rtevents_connection_slots_used gauge\n"
+				   "rtevents_connection_slots_used %d\n"
+				   "# HELP rtevents_connection_slots Clients the server may hold (rtevents.max_connections).\n"
+				   "# TYPE rtevents_connection_slots gauge\n"
+				   "rtevents_connection_slots %d\n"
+				   "# HELP rtevents_subscriptions Subscriptions held by connected clients.\n"
+				   "# TYPE rtevents_subscriptions gauge\n"
+				   "rtevents_subscriptions %d\n"
+				   "# HELP rtevents_events_out_total Events written to clients (one per client an event reaches).\n"
+				   "# TYPE rtevents_events_out_total counter\n"
+				   "rtevents_events_out_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_clients_dropped_total Clients closed for falling too far behind.\n"
+				   "# TYPE rtevents_clients_dropped_total counter\n"
+				   "rtevents_clients_dropped_total " UINT64_FORMAT "\n"
 				   "# HELP rtevents_replay_queries_total Pages of history read for clients catching up.\n"
 				   "# TYPE rtevents_replay_queries_total counter\n"
 				   "rtevents_replay_queries_total " UINT64_FORMAT "\n"
@@ -157,6 +175,12 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   rt_stream_delivered(),
 				   rt_stream_dropped(),
 				   rt_sse_clients(),
+				   rt_ws_clients(),
+				   rt_conn_in_use(),
+				   rt_max_connections,
+				   rt_subscriptions(),
+				   rt_events_out(),
+				   rt_clients_dropped(),
 				   rt_replay_pages(),
 				   rt_stream_last_id());
 	Assert(len > 0 && len < (int) sizeof(reply->body));
@@ -224,7 +248,8 @@ route(struct lws *wsi, const char *path, size_t len, int method,
  * the socket does not take now, lws keeps and sends when it can.
  */
 static int
-send_reply(struct lws *wsi, const HttpReply *reply, bool head_only)
+send_reply(struct lws *wsi, const HttpReply *reply, bool head_only,
+		   bool keep_alive)
 {
 	uint8_t		buf[LWS_PRE + REPLY_HEADERS_MAX + REPLY_BODY_MAX];
 	uint8_t    *start = buf + LWS_PRE;
@@ -259,7 +284,55 @@ send_reply(struct lws *wsi, const HttpReply *reply, bool head_only)
 		return -1;
 
 	/* nonzero: the connection is not kept alive */
+	if (!keep_alive)
+		return -1;
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/*
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, which lws gives the protocol the
+ * connection would become (ws.c passes it on): a WebSocket upgrade of /ws with a good
+ * query string goes ahead (0); anything else is answered as a plain request
+ * would be, and the connection closed (nonzero), since the client was about
+ * to change protocols.
+ */
+int
+rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade)
+{
+	HttpReply	reply;
+	char		path[64];
+	int			len = lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI);
+
+	memset(&reply, 0, sizeof(reply));
+	if (strcmp(upgrade, "websocket") != 0)
+		reply_error(&reply, HTTP_STATUS_BAD_REQUEST, "bad_request",
+					"only WebSocket upgrades are served");
+	else if (len <= 0 || strcmp(path, "/ws") != 0)
+		reply_error(&reply, HTTP_STATUS_NOT_FOUND, "not_found",
+					"WebSocket is served on /ws");
+	else if (!rt_stream_started())
+		reply_error(&reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "starting",
+					"the server is not serving events yet; retry shortly");
+	else if (rt_conn_in_use() >= rt_max_connections)
+		reply_error(&reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "server_full",
+					"the server holds as many clients as rtevents.max_connections allows; retry later");
+	else
+	{
+		RtRequest	req;
+		const char *code;
+		const char *message;
+
+		memset(&req, 0, sizeof(req));
+		if (rt_request_parse(wsi, &req, false, &code, &message))
+		{
+			rt_request_free(&req);
+			return 0;
+		}
+		rt_request_free(&req);
+		reply_error(&reply, HTTP_STATUS_BAD_REQUEST, code, message);
+	}
+	(void) send_reply(wsi, &reply, false, false);
+	return 1;
 }
 
 static int
@@ -286,8 +359,15 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				else
 					route(wsi, (const char *) in, len, method, &reply);
 
-				/* Events are served once they flow (the stream has begun). */
-				if (reply.status == 0 && rt_feed_state() != RT_FEED_UP)
+				/*
+				 * Streams are served once the stream has begun: a client that
+				 * comes while the feed reconnects waits for it, as the
+				 * connected ones do.  History answers from the feed's
+				 * connection, so it needs the feed now.
+				 */
+				if (reply.status == 0 &&
+					(reply.kind == RT_HTTP_SSE ? !rt_stream_started() :
+					 rt_feed_state() != RT_FEED_UP))
 					reply_error(&reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "starting",
 								"the server is not serving events yet; retry shortly");
 				/* Routes answered later take GET, not HEAD. */
@@ -307,9 +387,11 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 						session->kind = reply.kind;
 					if (rc <= 0)
 						return rc;
-					reply_error(&reply, HTTP_STATUS_BAD_REQUEST, code, message);
+					reply_error(&reply, strcmp(code, "server_full") == 0 ?
+								HTTP_STATUS_SERVICE_UNAVAILABLE :
+								HTTP_STATUS_BAD_REQUEST, code, message);
 				}
-				return send_reply(wsi, &reply, method == LWSHUMETH_HEAD);
+				return send_reply(wsi, &reply, method == LWSHUMETH_HEAD, true);
 			}
 
 		case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -346,8 +428,7 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			break;
 
 		case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-			/* no WebSocket (or h2c) yet: refuse rather than upgrade to http */
-			return 1;
+			return rt_http_confirm_upgrade(wsi, in ? (const char *) in : "");
 
 		default:
 			break;

@@ -107,7 +107,7 @@ typedef struct Feed
 	bool		schema_missing_logged;
 	char		init_sql[256 + 4 * NAMEDATALEN];
 	char		read_sql[256 + 2 * NAMEDATALEN];
-	char		replay_sql[512 + 4 * NAMEDATALEN];
+	char		replay_sql[1024 + 8 * NAMEDATALEN];
 	bool		replay_failed;	/* the replay page in flight failed */
 	RtSequencer seq;
 	bool		seq_started;	/* the live stream's start is known */
@@ -723,14 +723,20 @@ feed_replay_result(const PGresult *res)
 {
 	int			nrows = PQntuples(res);
 
-	if (PQnfields(res) != 7)
+	if (PQnfields(res) != 8)
 	{
 		feed_failed("a replay page returned an unexpected result");
 		return;
 	}
+	if (nrows > 0 && !PQgetisnull(res, 0, 7))
+		rt_replay_gap(value_int64(res, 0, 7));
 	for (int row = 0; row < nrows; row++)
 	{
-		RtStreamEvent *ev = event_from_row(res, row);
+		RtStreamEvent *ev;
+
+		if (PQgetisnull(res, row, 0))
+			continue;			/* no events: the row of the gap */
+		ev = event_from_row(res, row);
 
 		if (ev == NULL)
 		{
@@ -796,14 +802,20 @@ feed_schema_result(const PGresult *res)
 	snprintf(feed.read_sql, sizeof(feed.read_sql),
 			 "SELECT id, type, execution_id, batch_id, job_id, organization_id,"
 			 " event, horizon FROM %s.rt_read_events($1, $2, $3)", schema);
+	/*
+	 * One row at least, for the gap: rt_gap() when the page asks, then the
+	 * events (none: one row of nulls).
+	 */
 	snprintf(feed.replay_sql, sizeof(feed.replay_sql),
 			 "SELECT e.id, e.type, e.execution_id, e.batch_id, e.job_id,"
-			 " e.organization_id::text, %s.rt_event_json(e)"
-			 " FROM %s.rt_events(execution_id => $1, batch_id => $2, job_id => $3,"
+			 " e.organization_id::text,"
+			 " CASE WHEN e.id IS NOT NULL THEN %s.rt_event_json(e) END, g.gap"
+			 " FROM (SELECT CASE WHEN $12::boolean THEN %s.rt_gap($6::bigint) END AS gap) g"
+			 " LEFT JOIN LATERAL %s.rt_events(execution_id => $1, batch_id => $2, job_id => $3,"
 			 " organization_id => $4::uuid, types => $5::text[], after => $6::bigint,"
 			 " since => $7::timestamptz, until => $8::timestamptz,"
-			 " lim => $9::integer, off => $10::integer) e WHERE e.id <= $11::bigint",
-			 schema, schema);
+			 " lim => $9::integer, off => $10::integer) e ON e.id <= $11::bigint",
+			 schema, schema, schema);
 	snprintf(feed.init_sql, sizeof(feed.init_sql),
 			 "SELECT coalesce((SELECT max(id) FROM %s.execution_events), 0), horizon"
 			 " FROM %s.rt_read_events(0, 0, 1)", schema, schema);

@@ -30,8 +30,7 @@ struct RtReplay
 {
 	RtReplay   *next;			/* in the waiting queue */
 	void	   *owner;
-	RtReplayRowFn on_row;
-	RtReplayDoneFn on_done;
+	RtReplayHooks hooks;
 	const RtRequest *req;		/* the owner's filter, alive while this is */
 	int64		after;			/* the last id handed to the owner */
 	int64		upto;			/* the replay ends here */
@@ -72,10 +71,9 @@ enqueue(RtReplay *r)
  */
 RtReplay *
 rt_replay_start(const RtRequest *req, int64 after, int64 upto,
-				void *owner, RtReplayRowFn on_row, RtReplayDoneFn on_done)
+				void *owner, const RtReplayHooks *hooks)
 {
-	return rt_replay_query(req, after, upto, RT_REPLAY_PAGE, 0,
-						   owner, on_row, on_done);
+	return rt_replay_query(req, after, upto, RT_REPLAY_PAGE, 0, owner, hooks);
 }
 
 /*
@@ -84,8 +82,7 @@ rt_replay_start(const RtRequest *req, int64 after, int64 upto,
  */
 RtReplay *
 rt_replay_query(const RtRequest *req, int64 after, int64 upto, int limit,
-				int offset, void *owner, RtReplayRowFn on_row,
-				RtReplayDoneFn on_done)
+				int offset, void *owner, const RtReplayHooks *hooks)
 {
 	RtReplay   *r = calloc(1, sizeof(RtReplay));
 
@@ -95,8 +92,7 @@ rt_replay_query(const RtRequest *req, int64 after, int64 upto, int limit,
 	r->limit = limit;
 	r->offset = offset;
 	r->owner = owner;
-	r->on_row = on_row;
-	r->on_done = on_done;
+	r->hooks = *hooks;
 	r->after = after;
 	r->upto = upto;
 	enqueue(r);
@@ -137,7 +133,8 @@ rt_replay_cancel(RtReplay *r)
 /*
  * The feed is idle: the parameters of the next page to run, if any, in the
  * order of the feed's replay query (listen_feed.c): the four keys, types,
- * after, since, until, limit, offset, upto.  buf holds the numbers.
+ * after, since, until, limit, offset, upto, and whether to ask about
+ * cleanup (a gap).  buf holds the numbers.
  */
 bool
 rt_replay_next_page(const char *params[RT_REPLAY_PARAMS], char buf[4][24])
@@ -163,10 +160,20 @@ rt_replay_next_page(const char *params[RT_REPLAY_PARAMS], char buf[4][24])
 	params[9] = buf[2];
 	snprintf(buf[3], 24, INT64_FORMAT, r->upto);
 	params[10] = buf[3];
+	params[11] = r->hooks.on_gap != NULL ? "true" : "false";
 	r->running = true;
 	running = r;
 	replay_pages++;
 	return true;
+}
+
+/* The running page found that cleanup deleted events past its cursor. */
+void
+rt_replay_gap(int64 oldest)
+{
+	if (running == NULL || running->cancelled || running->hooks.on_gap == NULL)
+		return;
+	running->hooks.on_gap(running->owner, oldest);
 }
 
 /* A row of the running page; takes over the reference to ev. */
@@ -180,7 +187,7 @@ rt_replay_row(RtStreamEvent *ev)
 	}
 	running->after = ev->id;
 	running->rows++;
-	running->on_row(running->owner, ev);
+	running->hooks.on_row(running->owner, ev);
 }
 
 /* The running page is over, or failed. */
@@ -194,7 +201,7 @@ rt_replay_page_done(bool ok)
 	running = NULL;
 	r->running = false;
 	if (!r->cancelled)
-		r->on_done(r->owner, ok, ok && r->rows == r->limit && r->after < r->upto);
+		r->hooks.on_done(r->owner, ok, ok && r->rows == r->limit && r->after < r->upto);
 	replay_free(r);
 }
 

@@ -61,6 +61,99 @@ rt_request_matches(const RtRequest *c, const RtEventKeys *keys)
 }
 
 /*
+ * A routing key of the filter: 0 executionId, 1 batchId, 2 jobId,
+ * 3 organizationId.  The same checks for a query string and a WebSocket
+ * subscribe message.  False with *message, or with *oom.
+ */
+bool
+rt_request_set_key(RtRequest *c, int i, const char *v, const char **message,
+				   bool *oom)
+{
+	*oom = false;
+	if (*v == '\0' || strlen(v) > RT_REQ_VALUE_MAX)
+	{
+		*message = "filter values must be 1 to 200 bytes";
+		return false;
+	}
+	if (i == 3 && !is_uuid(v))
+	{
+		*message = "organizationId must be a UUID";
+		return false;
+	}
+	free(c->keys[i]);
+	if ((c->keys[i] = strdup(v)) == NULL)
+		*oom = true;
+	return !*oom;
+}
+
+/* One more event type the filter takes; rt_request_end_types closes the list. */
+bool
+rt_request_add_type(RtRequest *c, const char *t, const char **message,
+					bool *oom)
+{
+	*oom = false;
+	if (c->ntypes == RT_REQ_MAX_TYPES || *t == '\0' ||
+		strlen(t) > RT_REQ_VALUE_MAX)
+	{
+		*message = "type lists 1 to 32 types of 1 to 200 bytes";
+		return false;
+	}
+	if ((c->types[c->ntypes] = strdup(t)) == NULL)
+		*oom = true;
+	else
+		c->ntypes++;
+	return !*oom;
+}
+
+/* The types as a Postgres array literal, for the replay's types argument. */
+bool
+rt_request_end_types(RtRequest *c, bool *oom)
+{
+	size_t		lit_len = 3;
+	char	   *lit;
+
+	*oom = false;
+	if (c->ntypes == 0)
+		return true;
+	for (int i = 0; i < c->ntypes; i++)
+		lit_len += 2 * strlen(c->types[i]) + 3;
+	/* {"a","b"} with " and \ escaped */
+	free(c->types_literal);
+	if ((lit = c->types_literal = malloc(lit_len)) == NULL)
+	{
+		*oom = true;
+		return false;
+	}
+	*lit++ = '{';
+	for (int i = 0; i < c->ntypes; i++)
+	{
+		if (i > 0)
+			*lit++ = ',';
+		*lit++ = '"';
+		for (const char *p = c->types[i]; *p; p++)
+		{
+			if (*p == '"' || *p == '\\')
+				*lit++ = '\\';
+			*lit++ = *p;
+		}
+		*lit++ = '"';
+	}
+	*lit++ = '}';
+	*lit = '\0';
+	return true;
+}
+
+/* Whether the filter names anything: a key or a type. */
+bool
+rt_request_has_filter(const RtRequest *c)
+{
+	for (int i = 0; i < 4; i++)
+		if (c->keys[i] != NULL)
+			return true;
+	return c->ntypes > 0;
+}
+
+/*
  * A query argument, URL-decoded by lws: NULL when absent, "" when given
  * empty.  *toolong when it does not fit the bound every key has.
  */
@@ -154,75 +247,44 @@ rt_request_parse(struct lws *wsi, RtRequest *c, bool history,
 	const char *v;
 	bool		toolong;
 
+	bool		oom;
+
 	*code = "bad_filter";
 	for (int i = 0; i < 4; i++)
 	{
 		v = url_arg(wsi, key_args[i], buf, sizeof(buf), &toolong);
 		if (v == NULL)
 			continue;
-		if (toolong || *v == '\0')
+		if (toolong)
 		{
 			*message = "filter values must be 1 to 200 bytes";
 			return false;
 		}
-		if (i == 3 && !is_uuid(v))
-		{
-			*message = "organizationId must be a UUID";
-			return false;
-		}
-		if ((c->keys[i] = strdup(v)) == NULL)
-			goto oom;
+		if (!rt_request_set_key(c, i, v, message, &oom))
+			goto fail;
 	}
-
 	v = lws_get_urlarg_by_name(wsi, "type=", types, sizeof(types));
 	if (v != NULL && strlen(v) >= sizeof(types) - sizeof("type="))
 	{
-		*message = "type lists at most 32 types of at most 200 bytes";
+		*message = "type lists 1 to 32 types of 1 to 200 bytes";
 		return false;
 	}
 	if (v != NULL)
 	{
-		size_t		lit_len = 3;
 		char	   *tok,
-				   *save = NULL,
-				   *lit;
+				   *save = NULL;
 
 		for (tok = strtok_r((char *) v, ",", &save); tok != NULL;
 			 tok = strtok_r(NULL, ",", &save))
-		{
-			if (c->ntypes == RT_REQ_MAX_TYPES || strlen(tok) > RT_REQ_VALUE_MAX)
-			{
-				*message = "type lists at most 32 types of at most 200 bytes";
-				return false;
-			}
-			if ((c->types[c->ntypes++] = strdup(tok)) == NULL)
-				goto oom;
-			lit_len += 2 * strlen(tok) + 3;
-		}
+			if (!rt_request_add_type(c, tok, message, &oom))
+				goto fail;
 		if (c->ntypes == 0)
 		{
 			*message = "type must name at least one event type";
 			return false;
 		}
-		/* {"a","b"} with " and \ escaped: the replay's types argument */
-		if ((lit = c->types_literal = malloc(lit_len)) == NULL)
-			goto oom;
-		*lit++ = '{';
-		for (int i = 0; i < c->ntypes; i++)
-		{
-			if (i > 0)
-				*lit++ = ',';
-			*lit++ = '"';
-			for (const char *p = c->types[i]; *p; p++)
-			{
-				if (*p == '"' || *p == '\\')
-					*lit++ = '\\';
-				*lit++ = *p;
-			}
-			*lit++ = '"';
-		}
-		*lit++ = '}';
-		*lit = '\0';
+		if (!rt_request_end_types(c, &oom))
+			goto fail;
 	}
 
 	*code = "bad_cursor";
@@ -268,6 +330,9 @@ rt_request_parse(struct lws *wsi, RtRequest *c, bool history,
 	}
 	return true;
 
+fail:
+	if (!oom)
+		return false;
 oom:
 	*code = "unavailable";
 	*message = "out of memory";

@@ -31,6 +31,7 @@ rtevents_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	rt_horizon_request_shmem();
+	rt_conn_request_shmem();
 }
 
 static void
@@ -39,6 +40,7 @@ rtevents_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	rt_horizon_init_shmem();
+	rt_conn_init_shmem();
 }
 
 void

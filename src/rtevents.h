@@ -9,14 +9,18 @@
  *	rtevents.c			_PG_init: wires GUCs, shared memory and background workers
  *	guc.c				the rtevents.* configuration parameters
  *	horizon.c			which event ids may still commit (publisher slots)
+ *	connections.c		the server worker's clients, in shared memory: rtevents_connections
  *	event_json.c		the event as JSON, exactly as clients receive it
  *	publish.c			rt_publish() and the triggers that NOTIFY inserts
  *	feed_read.c			rt_read_events(): the feed's read of the table
  *	sequencer.c			the LISTEN feed as one ascending, gap-free stream of ids
  *	stream.c			the live stream: the ring of recent events, fan-out
  *	replay.c			catching clients up from the table, page by page
+ *	subscription.c		subscriptions, their index, and the client queues they fill
  *	request.c			the filter and cursor of an HTTP request
  *	sse.c				GET /api/events/stream: Server-Sent Events
+ *	ws.c				GET /ws: the WebSocket protocol
+ *	client_message.c	what a WebSocket client may say, parsed
  *	history.c			GET /api/events: history as JSON
  *	cleanup_worker.c	the background worker that runs TTL cleanup
  *	server_worker.c		the background worker that serves clients: its event loop
@@ -32,6 +36,7 @@
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
@@ -58,6 +63,9 @@ extern char *rt_database;
 extern char *rt_feed_conninfo;
 extern int	rt_heartbeat;
 extern int	rt_max_client_buffer;
+extern int	rt_batch_ms;
+extern int	rt_client_timeout;
+extern int	rt_max_connections;
 
 extern void rt_define_gucs(void);
 
@@ -67,6 +75,33 @@ extern void rt_horizon_init_shmem(void);
 extern void rt_horizon_register_callbacks(void);
 extern void rt_horizon_claim(Relation rel);
 extern int64 rt_horizon_lowest_open_id(bool *any_open);
+
+/*
+ * One shared-memory slot per client of the server worker, for the
+ * rtevents_connections view.  The worker alone writes them.  It calls
+ * rt_conn_reset_all() once at start; the rest, from rt_conn_acquire() on,
+ * is safe inside libwebsockets callbacks (no ereport, no palloc), and takes
+ * a slot index of -1 (no slot) as a no-op.
+ */
+
+/* connections.c */
+typedef enum RtConnTransport
+{
+	RT_CONN_SSE,
+	RT_CONN_WEBSOCKET,
+	RT_CONN_HISTORY
+} RtConnTransport;
+
+extern void rt_conn_request_shmem(void);
+extern void rt_conn_init_shmem(void);
+extern void rt_conn_reset_all(void);
+extern int	rt_conn_acquire(RtConnTransport transport, const char *peer);
+extern uint64 rt_conn_id(int slot);
+extern void rt_conn_set(int slot, int subscriptions, int64 queued_bytes);
+extern void rt_conn_set_queued(int slot, int64 queued_bytes);
+extern void rt_conn_touch(int slot);
+extern void rt_conn_release(int slot);
+extern int	rt_conn_in_use(void);
 
 /* event_json.c */
 typedef struct RtEvent
@@ -147,6 +182,7 @@ extern struct lws *rt_server_watch_fd(int fd, const RtFdWatch *watch);
 extern void rt_server_want_writable(struct lws *wsi);
 extern void rt_server_unwatch_fd(struct lws *wsi);
 extern void rt_server_wake(void);
+extern void rt_server_set_heartbeat(void);
 
 /* listen_feed.c */
 typedef enum RtFeedState
@@ -182,6 +218,7 @@ typedef struct RtStreamEvent
 	RtEventKeys keys;
 	char	   *json;			/* as clients receive it (event_json.c) */
 	size_t		json_len;
+	bool		message;		/* not an event: a protocol message, in json */
 } RtStreamEvent;
 
 /* Called for every event let out, or with NULL for a hole (see stream.c). */
@@ -196,6 +233,7 @@ extern RtStreamEvent *rt_stream_event_new(int64 id, const char *type,
 extern void rt_stream_event_retain(RtStreamEvent *ev);
 extern void rt_stream_event_release(RtStreamEvent *ev);
 extern void rt_stream_start(int64 last_id);
+extern bool rt_stream_started(void);
 extern void rt_stream_set_listener(RtStreamListener listener);
 extern void rt_stream_deliver(RtStreamEvent *ev);
 extern void rt_stream_drop(int64 id);
@@ -226,6 +264,12 @@ typedef struct RtRequest
 extern bool rt_request_parse(struct lws *wsi, RtRequest *req, bool history,
 							 const char **code, const char **message);
 extern bool rt_request_parse_id(const char *s, int64 *id);
+extern bool rt_request_set_key(RtRequest *c, int i, const char *v,
+							   const char **message, bool *oom);
+extern bool rt_request_add_type(RtRequest *c, const char *t,
+								const char **message, bool *oom);
+extern bool rt_request_end_types(RtRequest *c, bool *oom);
+extern bool rt_request_has_filter(const RtRequest *c);
 extern bool rt_request_matches(const RtRequest *req, const RtEventKeys *keys);
 extern void rt_request_free(RtRequest *req);
 
@@ -245,28 +289,114 @@ typedef struct RtHttpSession
 
 /* replay.c */
 typedef struct RtReplay RtReplay;
-/* Takes over the reference to ev. */
-typedef void (*RtReplayRowFn) (void *owner, RtStreamEvent *ev);
-/* The page is done (the replay is freed); more: there may be more rows. */
-typedef void (*RtReplayDoneFn) (void *owner, bool ok, bool more);
 
-#define RT_REPLAY_PARAMS	11
+typedef struct RtReplayHooks
+{
+	/* A row; takes over the reference to ev. */
+	void		(*on_row) (void *owner, RtStreamEvent *ev);
+	/* The page is done (the replay is freed); more: there may be more rows. */
+	void		(*on_done) (void *owner, bool ok, bool more);
+	/*
+	 * Before the rows: cleanup deleted events after the page's cursor, and
+	 * oldest is the first id kept after it.  NULL: the page does not ask.
+	 */
+	void		(*on_gap) (void *owner, int64 oldest);
+} RtReplayHooks;
+
+#define RT_REPLAY_PARAMS	12
 
 extern RtReplay *rt_replay_start(const RtRequest *req, int64 after,
 								 int64 upto, void *owner,
-								 RtReplayRowFn on_row, RtReplayDoneFn on_done);
+								 const RtReplayHooks *hooks);
 extern RtReplay *rt_replay_query(const RtRequest *req, int64 after,
 								 int64 upto, int limit, int offset,
-								 void *owner, RtReplayRowFn on_row,
-								 RtReplayDoneFn on_done);
+								 void *owner, const RtReplayHooks *hooks);
 extern void rt_replay_cancel(RtReplay *r);
 extern bool rt_replay_next_page(const char *params[RT_REPLAY_PARAMS],
 								char buf[4][24]);
+extern void rt_replay_gap(int64 oldest);
 extern void rt_replay_row(RtStreamEvent *ev);
 extern void rt_replay_page_done(bool ok);
 extern void rt_replay_page_lost(void);
 extern bool rt_replay_waiting(void);
 extern uint64 rt_replay_pages(void);
+
+/* subscription.c */
+#define RT_SUB_NAME_MAX		64
+
+typedef struct RtSub RtSub;
+typedef struct RtClient RtClient;
+
+/* What a transport is told about its client's subscriptions. */
+typedef struct RtClientOps
+{
+	/* s has sent its replay (replayed events) and is live from now on */
+	void		(*live) (RtClient *c, RtSub *s, int64 replayed);
+	/* cleanup deleted events past after; oldest is the first one kept */
+	void		(*gap) (RtClient *c, RtSub *s, int64 after, int64 oldest);
+} RtClientOps;
+
+/*
+ * A connection's subscriptions and the queue they fill, embedded in the
+ * transport's own state; only subscription.c changes it.
+ */
+struct RtClient
+{
+	struct lws *wsi;
+	const RtClientOps *ops;
+	dlist_node	node;			/* in the list of every client */
+	dlist_head	subs;
+	int			nsubs;
+	RtStreamEvent **queue;		/* ring of queued events and messages */
+	int			queue_cap;
+	int			queue_head;
+	int			queue_len;
+	size_t		queued_bytes;
+	dlist_node	flush_node;		/* waiting for rtevents.batch_ms */
+	bool		flush_pending;
+	bool		closing;
+	int			conn;			/* its rtevents_connections slot */
+};
+
+extern void rt_subscriptions_init(void);
+extern bool rt_client_init(RtClient *c, struct lws *wsi,
+						   const RtClientOps *ops, RtConnTransport transport);
+extern void rt_client_release(RtClient *c);
+extern void rt_client_give_up(RtClient *c);
+extern bool rt_client_queue_message(RtClient *c, const char *msg);
+extern RtStreamEvent *rt_client_peek(const RtClient *c, int i);
+extern void rt_client_pop(RtClient *c);
+extern void rt_client_wrote(RtClient *c);
+extern uint8_t *rt_client_write_buffer(size_t size);
+extern RtSub *rt_client_find_sub(RtClient *c, const char *name);
+extern RtSub *rt_sub_open(RtClient *c, const char *name, RtRequest *req,
+						  bool has_after, int64 after);
+extern void rt_sub_close(RtSub *s);
+extern const char *rt_sub_name(const RtSub *s);
+extern int	rt_subscriptions(void);
+extern uint64 rt_events_out(void);
+extern uint64 rt_clients_dropped(void);
+
+/* client_message.c */
+typedef enum RtClientOp
+{
+	RT_OP_SUBSCRIBE,
+	RT_OP_UNSUBSCRIBE,
+	RT_OP_PING
+} RtClientOp;
+
+typedef struct RtClientMessage
+{
+	RtClientOp	op;
+	char		sub[RT_SUB_NAME_MAX + 1];
+	RtRequest	filter;			/* malloc'd: the caller frees it */
+	bool		has_after;
+	int64		after;
+} RtClientMessage;
+
+extern bool rt_client_message_parse(char *text, size_t len,
+									RtClientMessage *m, const char **code,
+									const char **message);
 
 /* sse.c */
 extern int	rt_sse_open(struct lws *wsi, void **user, const char **code,
@@ -274,6 +404,11 @@ extern int	rt_sse_open(struct lws *wsi, void **user, const char **code,
 extern int	rt_sse_writable(struct lws *wsi, void *user);
 extern void rt_sse_closed(void *user);
 extern int	rt_sse_clients(void);
+
+/* ws.c */
+extern void rt_ws_going_away(void);
+extern int	rt_ws_clients(void);
+extern const struct lws_protocols rt_ws_protocol;
 
 /* history.c */
 extern int	rt_history_open(struct lws *wsi, void **user, const char **code,
@@ -283,5 +418,6 @@ extern void rt_history_closed(void *user);
 
 /* http.c */
 extern const struct lws_protocols rt_http_protocol;
+extern int	rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade);
 
 #endif							/* RTEVENTS_H */

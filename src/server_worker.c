@@ -76,6 +76,7 @@ PGDLLEXPORT void rt_server_worker_main(Datum main_arg);
 #define RT_WANT_FDS				10240	/* below this, say so in the log */
 
 #define RT_PM_STATUS_CHECK_US	(1 * LWS_US_PER_SEC)
+#define RT_GOING_AWAY_MS		1000
 
 #define RT_RAW_PROTOCOL			"rtevents-fd"
 
@@ -532,10 +533,33 @@ ipv6_available(void)
 	return true;
 }
 
+/*
+ * WebSocket heartbeats: lws pings a connection silent for rtevents.heartbeat
+ * and hangs up on one silent for rtevents.client_timeout (any frame, the
+ * pong included, counts).  lws reads the policy through its pointer, so a
+ * reload applies to the next timers.
+ */
+static lws_retry_bo_t ws_idle_policy;
+
+void
+rt_server_set_heartbeat(void)
+{
+	ws_idle_policy.secs_since_valid_ping = (uint16_t) rt_heartbeat;
+	ws_idle_policy.secs_since_valid_hangup =
+		(uint16_t) Max(rt_client_timeout, rt_heartbeat + 1);
+}
+
 static void
 create_listen_vhosts(void)
 {
-	static struct lws_protocols http_protocols[2];
+	static struct lws_protocols http_protocols[3];
+	/* An upgrade that names no subprotocol gets "rtevents" (ws.c). */
+	static const struct lws_protocol_vhost_options ws_default = {
+		NULL, NULL, "default", ""
+	};
+	static const struct lws_protocol_vhost_options ws_pvo = {
+		NULL, &ws_default, "rtevents", ""
+	};
 	List	   *addrs = resolve_listen_addresses();
 	ListCell   *lc;
 	int			listening = 0;
@@ -553,7 +577,9 @@ create_listen_vhosts(void)
 
 	/* lws keeps pointers to the protocols and the interface name */
 	http_protocols[0] = rt_http_protocol;
-	memset(&http_protocols[1], 0, sizeof(http_protocols[1]));
+	http_protocols[1] = rt_ws_protocol;
+	memset(&http_protocols[2], 0, sizeof(http_protocols[2]));
+	rt_server_set_heartbeat();
 
 	foreach(lc, addrs)
 	{
@@ -573,6 +599,8 @@ create_listen_vhosts(void)
 		info.iface = addr->numeric;
 		info.port = rt_port;
 		info.protocols = http_protocols;
+		info.pvo = &ws_pvo;
+		info.retry_and_idle_policy = &ws_idle_policy;
 		info.keepalive_timeout = 30;
 		info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
 		/*
@@ -614,7 +642,8 @@ create_event_loop(int fd_limit)
 	lws_set_log_level(LLL_ERR, lws_log_emit);
 
 	memset(&info, 0, sizeof(info));
-	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		LWS_SERVER_OPTION_VALIDATE_UTF8;
 	info.fd_limit_per_thread = (unsigned int) fd_limit;
 	info.count_threads = 1;
 	info.server_string = "rtevents";
@@ -655,10 +684,24 @@ create_event_loop(int fd_limit)
  * ----------------------------------------------------------------
  */
 
-/* Closes the feed, the clients and the listening sockets. */
+/*
+ * Closes the clients, the feed and the listening sockets.  WebSocket clients
+ * get a close frame, 1001 "going away", so that they know to reconnect
+ * elsewhere or later; the loop runs for at most RT_GOING_AWAY_MS for those
+ * frames to go out.
+ */
 static void
 shut_down(void)
 {
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   RT_GOING_AWAY_MS);
+
+	rt_ws_going_away();
+	while (rt_ws_clients() > 0 && GetCurrentTimestamp() < deadline)
+	{
+		if (lws_service(context, 0) < 0)
+			break;
+	}
 	rt_feed_stop();
 	lws_sul_cancel(&pm_status_timer);
 	exiting = true;
@@ -675,9 +718,11 @@ rt_server_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 
+	rt_conn_reset_all();
 	fd_limit = raise_fd_limit();
 	create_event_loop(fd_limit);
 
+	rt_subscriptions_init();
 	rt_feed_start();
 	pm_status_check(&pm_status_timer);
 
@@ -718,6 +763,7 @@ rt_server_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			rt_server_set_heartbeat();
 			rt_feed_reload();
 		}
 	}

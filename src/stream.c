@@ -37,6 +37,7 @@ typedef struct Stream
 	size_t		bytes;			/* JSON held by the ring */
 	int64		last_id;		/* the last event let out, or the start */
 	int64		floor;			/* the ring holds every event after this id */
+	bool		started;		/* rt_stream_start was called: ids are known */
 	uint64		delivered;
 	uint64		dropped;
 	RtStreamListener listener;
@@ -122,6 +123,13 @@ rt_stream_start(int64 last_id)
 {
 	stream.last_id = last_id;
 	stream.floor = last_id;
+	stream.started = true;
+}
+
+bool
+rt_stream_started(void)
+{
+	return stream.started;
 }
 
 void

@@ -24,6 +24,8 @@ is($node->safe_psql('postgres',
 my ($ret, $stdout, $stderr) = $node->psql('postgres', 'SELECT rt_horizon()');
 like($stderr, qr/rtevents is not loaded through shared_preload_libraries/,
 	'rt_horizon() names what is missing');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM rtevents_connections}),
+	'0', 'rtevents_connections: no shared memory, no worker, no rows');
 
 $node->stop;
 done_testing();

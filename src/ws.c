@@ -1,0 +1,432 @@
+/*-------------------------------------------------------------------------
+ *
+ * ws.c
+ *		GET /ws: the WebSocket protocol of PROTOCOL.md.
+ *
+ * A connection is greeted with {"op":"welcome"}, may hold any number of
+ * subscriptions (subscribe/unsubscribe messages, or "default" from the
+ * query string), and gets their events as {"op":"events","events":[...]}
+ * frames: everything queued when the socket can take more goes out in one
+ * frame, so a burst costs one frame per client rather than one per event.
+ * Each subscription's replay ends with {"op":"subscribed","replayed":N}; its
+ * live events follow.  Errors in what the client says get
+ * {"op":"error"} and the connection stays open, except for a message too big
+ * to read (closed with 1009) and a client too slow for its queue's budget
+ * (closed with 1008, to resume with "after").
+ *
+ * libwebsockets frames, masks, answers pings, checks UTF-8 and closes a
+ * client that stays silent past rtevents.client_timeout after its pings
+ * (the vhost's retry policy, see server_worker.c); messages arrive here in
+ * fragments of at most the protocol's rx buffer and are put together in a
+ * buffer bounded by RT_WS_MESSAGE_MAX.  Subscriptions and queues are
+ * subscription.c's.
+ *
+ * Everything here runs inside libwebsockets callbacks: malloc, fixed
+ * buffers, no ereport(ERROR).  The JSON parser of client messages pallocs,
+ * so it runs in a memory context of its own, under PG_TRY: an out-of-memory
+ * error there becomes an error reply, never a longjmp through lws.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <stdlib.h>
+
+#include <libwebsockets.h>
+
+#include "utils/memutils.h"
+
+#include "rtevents.h"
+
+#define RT_WS_MESSAGE_MAX		(16 * 1024)
+#define RT_WS_MAX_SUBS			64
+#define RT_WS_FRAME_CHUNK		(64 * 1024)
+#define RT_WS_RX_BUFFER			1024
+
+typedef struct WsConn
+{
+	RtClient	base;			/* its subscriptions and its queue */
+	dlist_node	node;			/* in ws_conns */
+	char	   *rx;				/* the message being received */
+	size_t		rx_len;
+	bool		rx_skip;		/* the rest of a refused message */
+	uint16		close_status;	/* close with this once the queue is out */
+	const char *close_reason;
+} WsConn;
+
+static dlist_head ws_conns = DLIST_STATIC_INIT(ws_conns);
+static int	nconns = 0;
+static MemoryContext message_cxt = NULL;
+
+/* code and message are constants without quotes or backslashes. */
+static void
+send_error(WsConn *c, const char *code, const char *message)
+{
+	char		msg[256];
+
+	snprintf(msg, sizeof(msg),
+			 "{\"op\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}",
+			 code, message);
+	(void) rt_client_queue_message(&c->base, msg);
+}
+
+/* Say why, then close once what is queued has gone out. */
+static void
+close_after(WsConn *c, uint16 status, const char *code, const char *message)
+{
+	send_error(c, code, message);
+	if (c->close_status == 0)
+	{
+		c->close_status = status;
+		c->close_reason = code;
+	}
+	lws_callback_on_writable(c->base.wsi);
+}
+
+/* ---- what subscription.c tells us ---- */
+
+static void
+ws_live(RtClient *client, RtSub *s, int64 replayed)
+{
+	char		msg[RT_SUB_NAME_MAX + 96];
+
+	/* sub names are plain (client_message.c): no escaping needed */
+	snprintf(msg, sizeof(msg),
+			 "{\"op\":\"subscribed\",\"sub\":\"%s\",\"replayed\":" INT64_FORMAT "}",
+			 rt_sub_name(s), replayed);
+	(void) rt_client_queue_message(client, msg);
+}
+
+static void
+ws_gap(RtClient *client, RtSub *s, int64 after, int64 oldest)
+{
+	char		msg[RT_SUB_NAME_MAX + 128];
+
+	snprintf(msg, sizeof(msg),
+			 "{\"op\":\"gap\",\"sub\":\"%s\",\"after\":" INT64_FORMAT
+			 ",\"oldest\":" INT64_FORMAT "}",
+			 rt_sub_name(s), after, oldest);
+	(void) rt_client_queue_message(client, msg);
+}
+
+static const RtClientOps ws_ops = {ws_live, ws_gap};
+
+/* ---- what the client says ---- */
+
+static void
+subscribe(WsConn *c, RtClientMessage *m)
+{
+	if (rt_client_find_sub(&c->base, m->sub) != NULL)
+	{
+		send_error(c, "sub_exists", "a subscription of that name is open; unsubscribe first");
+		return;
+	}
+	if (c->base.nsubs >= RT_WS_MAX_SUBS)
+	{
+		send_error(c, "too_many_subs", "a connection holds at most 64 subscriptions");
+		return;
+	}
+	if (rt_sub_open(&c->base, m->sub, &m->filter, m->has_after, m->after) == NULL)
+		close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "unavailable",
+					"out of memory");
+}
+
+static void
+unsubscribe(WsConn *c, RtClientMessage *m)
+{
+	RtSub	   *s = rt_client_find_sub(&c->base, m->sub);
+	char		msg[RT_SUB_NAME_MAX + 48];
+
+	if (s == NULL)
+	{
+		send_error(c, "unknown_sub", "no subscription of that name is open");
+		return;
+	}
+	rt_sub_close(s);
+	snprintf(msg, sizeof(msg), "{\"op\":\"unsubscribed\",\"sub\":\"%s\"}",
+			 m->sub);
+	(void) rt_client_queue_message(&c->base, msg);
+}
+
+/*
+ * One whole text message.  The parser's memory is reset afterwards; an
+ * error it throws (out of memory) is the client's error reply.
+ */
+static void
+handle_message(WsConn *c, char *text, size_t len)
+{
+	RtClientMessage m;
+	const char *volatile code = NULL;
+	const char *volatile message = NULL;
+	volatile bool parsed = false;
+	MemoryContext old = MemoryContextSwitchTo(message_cxt);
+
+	memset(&m, 0, sizeof(m));
+	PG_TRY();
+	{
+		const char *c;
+		const char *msg;
+
+		parsed = rt_client_message_parse(text, len, &m, &c, &msg);
+		code = c;
+		message = msg;
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		code = "unavailable";
+		message = "the message could not be parsed";
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(message_cxt);
+
+	if (!parsed)
+		send_error(c, code, message);
+	else if (m.op == RT_OP_PING)
+		(void) rt_client_queue_message(&c->base, "{\"op\":\"pong\"}");
+	else if (m.op == RT_OP_SUBSCRIBE)
+		subscribe(c, &m);
+	else
+		unsubscribe(c, &m);
+	rt_request_free(&m.filter);
+}
+
+/* A fragment of a message, as lws hands them over. */
+static void
+receive(WsConn *c, struct lws *wsi, const char *in, size_t len)
+{
+	bool		last = lws_is_final_fragment(wsi) &&
+		lws_remaining_packet_payload(wsi) == 0;
+
+	if (c->close_status != 0)
+		return;
+	rt_conn_touch(c->base.conn);
+	if (lws_frame_is_binary(wsi) || c->rx_skip)
+	{
+		if (!c->rx_skip)
+			send_error(c, "bad_message", "messages are JSON in text frames");
+		c->rx_skip = !last;
+		return;
+	}
+	if (c->rx_len + len > RT_WS_MESSAGE_MAX)
+	{
+		free(c->rx);
+		c->rx = NULL;
+		c->rx_len = 0;
+		close_after(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message_too_big",
+					"a message is at most 16 kB");
+		return;
+	}
+	if (!last || c->rx_len > 0)
+	{
+		char	   *grown = realloc(c->rx, c->rx_len + len + 1);
+
+		if (grown == NULL)
+		{
+			close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "unavailable",
+						"out of memory");
+			return;
+		}
+		c->rx = grown;
+		memcpy(c->rx + c->rx_len, in, len);
+		c->rx_len += len;
+		if (!last)
+			return;
+		handle_message(c, c->rx, c->rx_len);
+		free(c->rx);
+		c->rx = NULL;
+		c->rx_len = 0;
+		return;
+	}
+	handle_message(c, (char *) in, len);	/* whole: no copy */
+}
+
+/* ---- the connection ---- */
+
+/*
+ * The connection's state is ours, not lws's per-session memory: an upgraded
+ * connection may keep the memory the http protocol sized.
+ */
+static void
+established(struct lws *wsi)
+{
+	WsConn	   *c = calloc(1, sizeof(WsConn));
+	RtRequest	req;
+	const char *code;
+	const char *message;
+	char		msg[128];
+
+	if (c == NULL)
+	{
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		return;
+	}
+	if (!rt_client_init(&c->base, wsi, &ws_ops, RT_CONN_WEBSOCKET))
+	{
+		/* full since the upgrade was confirmed: nothing was queued yet */
+		free(c);
+		lws_close_reason(wsi, (enum lws_close_status) 1013,	/* try again later */
+						 (unsigned char *) "server_full", 11);
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		return;
+	}
+	lws_set_opaque_user_data(wsi, c);
+	dlist_push_tail(&ws_conns, &c->node);
+	nconns++;
+	snprintf(msg, sizeof(msg),
+			 "{\"op\":\"welcome\",\"connection\":\"" UINT64_FORMAT "\",\"heartbeat\":%d}",
+			 rt_conn_id(c->base.conn), rt_heartbeat);
+	(void) rt_client_queue_message(&c->base, msg);
+
+	/* The query string, checked before the upgrade (http.c), opens "default". */
+	memset(&req, 0, sizeof(req));
+	if (!rt_request_parse(wsi, &req, false, &code, &message))
+		close_after(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, code, message);
+	else if ((rt_request_has_filter(&req) || req.has_after) &&
+			 rt_sub_open(&c->base, "default", &req, req.has_after, req.after) == NULL)
+		close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "unavailable",
+					"out of memory");
+	rt_request_free(&req);
+}
+
+/*
+ * One frame: a message as it is, or the events at the head of the queue in
+ * one {"op":"events"} frame (a big event may make it bigger than the chunk).
+ */
+static int
+writable(WsConn *c, struct lws *wsi)
+{
+	RtStreamEvent *ev = rt_client_peek(&c->base, 0);
+	uint8_t    *buf,
+			   *start,
+			   *p;
+	size_t		room;
+	int			n;
+
+	if (c->base.closing)
+		return -1;
+	if (ev == NULL)
+	{
+		if (c->close_status != 0)
+		{
+			lws_close_reason(wsi, c->close_status,
+							 (unsigned char *) c->close_reason,
+							 strlen(c->close_reason));
+			return -1;
+		}
+		return 0;
+	}
+
+	room = Max(RT_WS_FRAME_CHUNK, ev->json_len + 64);
+	if ((buf = rt_client_write_buffer(LWS_PRE + room)) == NULL)
+		return -1;
+	start = p = buf + LWS_PRE;
+	if (ev->message)
+	{
+		memcpy(p, ev->json, ev->json_len);
+		p += ev->json_len;
+		rt_client_pop(&c->base);
+	}
+	else
+	{
+		memcpy(p, "{\"op\":\"events\",\"events\":[", 25);
+		p += 25;
+		while ((ev = rt_client_peek(&c->base, 0)) != NULL && !ev->message &&
+			   (size_t) (p - start) + ev->json_len + 3 <= room)
+		{
+			if (p[-1] != '[')
+				*p++ = ',';
+			memcpy(p, ev->json, ev->json_len);
+			p += ev->json_len;
+			rt_client_pop(&c->base);
+		}
+		*p++ = ']';
+		*p++ = '}';
+	}
+	n = (int) (p - start);
+	if (lws_write(wsi, start, (size_t) n, LWS_WRITE_TEXT) != n)
+		return -1;
+	rt_client_wrote(&c->base);
+	if (c->base.queue_len == 0 && c->close_status != 0)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static void
+closed(struct lws *wsi, WsConn *c)
+{
+	lws_set_opaque_user_data(wsi, NULL);
+	dlist_delete(&c->node);
+	nconns--;
+	free(c->rx);
+	rt_client_release(&c->base);
+	free(c);
+}
+
+static int
+ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+			void *user, void *in, size_t len)
+{
+	WsConn	   *c = lws_get_opaque_user_data(wsi);
+
+	switch (reason)
+	{
+		case LWS_CALLBACK_PROTOCOL_INIT:
+			if (message_cxt == NULL)
+				message_cxt = AllocSetContextCreate(TopMemoryContext,
+													"rtevents WebSocket message",
+													ALLOCSET_SMALL_SIZES);
+			break;
+		case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+			return rt_http_confirm_upgrade(wsi, in ? (const char *) in : "");
+		case LWS_CALLBACK_ESTABLISHED:
+			established(wsi);
+			break;
+		case LWS_CALLBACK_RECEIVE:
+			if (c != NULL)
+				receive(c, wsi, in, len);
+			break;
+		case LWS_CALLBACK_SERVER_WRITEABLE:
+			if (c != NULL)
+				return writable(c, wsi);
+			break;
+		case LWS_CALLBACK_CLOSED:
+			if (c != NULL)
+				closed(wsi, c);
+			break;
+		default:
+			break;
+	}
+	return 0;
+}
+
+/* The server is going away: every connection gets a close frame, 1001. */
+void
+rt_ws_going_away(void)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &ws_conns)
+	{
+		WsConn	   *c = dlist_container(WsConn, node, iter.cur);
+
+		if (c->close_status == 0)
+		{
+			c->close_status = LWS_CLOSE_STATUS_GOINGAWAY;
+			c->close_reason = "server shutting down";
+		}
+		/* what is queued still goes first, as far as the socket takes it */
+		lws_callback_on_writable(c->base.wsi);
+	}
+}
+
+int
+rt_ws_clients(void)
+{
+	return nconns;
+}
+
+const struct lws_protocols rt_ws_protocol = {
+	"rtevents", ws_callback, 0, RT_WS_RX_BUFFER, 0, NULL, 0
+};
