@@ -166,6 +166,15 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   "# HELP rtevents_replay_queries_total Pages of history read for clients catching up.\n"
 				   "# TYPE rtevents_replay_queries_total counter\n"
 				   "rtevents_replay_queries_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_stream_held_seconds How long the live stream has been waiting on an open publishing transaction (0: not waiting).\n"
+				   "# TYPE rtevents_stream_held_seconds gauge\n"
+				   "rtevents_stream_held_seconds %.3f\n"
+				   "# HELP rtevents_stream_held_seconds_total Time the live stream has spent waiting on open publishing transactions.\n"
+				   "# TYPE rtevents_stream_held_seconds_total counter\n"
+				   "rtevents_stream_held_seconds_total %.3f\n"
+				   "# HELP rtevents_stream_holds_total Times the live stream waited on an open publishing transaction.\n"
+				   "# TYPE rtevents_stream_holds_total counter\n"
+				   "rtevents_stream_holds_total " UINT64_FORMAT "\n"
 				   "# HELP rtevents_last_event_id The highest id the live stream has decided.\n"
 				   "# TYPE rtevents_last_event_id gauge\n"
 				   "rtevents_last_event_id " INT64_FORMAT "\n",
@@ -182,6 +191,9 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   rt_events_out(),
 				   rt_clients_dropped(),
 				   rt_replay_pages(),
+				   rt_feed_held_now(),
+				   rt_feed_held_total(),
+				   rt_feed_holds(),
 				   rt_stream_last_id());
 	Assert(len > 0 && len < (int) sizeof(reply->body));
 	reply->body_len = (size_t) len;

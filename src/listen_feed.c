@@ -117,6 +117,9 @@ typedef struct Feed
 	int64		read_announced; /* seq.announced when it was sent */
 	int			read_retry_ms;
 	bool		read_blocked;	/* held back: wait for the timer or news */
+	TimestampTz held_since;		/* held back by an open transaction since */
+	uint64		holds;			/* times the stream was held back */
+	double		held_seconds;	/* time it was, in all (ended holds) */
 	lws_sorted_usec_list_t read_timer;
 	uint64		reads;
 } Feed;
@@ -261,6 +264,7 @@ build_params(void)
  */
 
 static void feed_connect(void);
+static void hold_end(void);
 
 /* Drop the connection, if any, and its watch and deadline. */
 static void
@@ -269,6 +273,7 @@ feed_close(void)
 	lws_sul_cancel(&feed.deadline_timer);
 	lws_sul_cancel(&feed.read_timer);
 	feed.read_blocked = false;
+	hold_end();
 	if (feed.query == FEED_Q_REPLAY)
 		rt_replay_page_lost();
 	feed.query = FEED_Q_NONE;
@@ -898,6 +903,8 @@ feed_query_done(void)
 			return;
 	}
 
+	if (!rt_sequencer_behind(&feed.seq) || feed.seq.decided > feed.read_decided)
+		hold_end();
 	if (!rt_sequencer_behind(&feed.seq))
 	{
 		feed.read_retry_ms = FEED_READ_RETRY_MIN_MS;
@@ -916,11 +923,50 @@ feed_query_done(void)
 	 * Held back by an open transaction: look again soon, then less often,
 	 * or at the next notification.  Replays go on meanwhile.
 	 */
+	if (feed.held_since == 0)
+	{
+		feed.held_since = GetCurrentTimestamp();
+		feed.holds++;
+	}
 	feed.read_blocked = true;
 	lws_sul_schedule(rt_server_context(), 0, &feed.read_timer, feed_read_retry,
 					 (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
 	feed.read_retry_ms = Min(feed.read_retry_ms * 2, FEED_READ_RETRY_MAX_MS);
 	feed_next_query();
+}
+
+/*
+ * How long the stream waits on open publishing transactions, for /metrics:
+ * the wait going on now, and those that ended.
+ */
+static void
+hold_end(void)
+{
+	if (feed.held_since == 0)
+		return;
+	feed.held_seconds += (double) (GetCurrentTimestamp() - feed.held_since) /
+		USECS_PER_SEC;
+	feed.held_since = 0;
+}
+
+double
+rt_feed_held_now(void)
+{
+	if (feed.held_since == 0)
+		return 0;
+	return (double) (GetCurrentTimestamp() - feed.held_since) / USECS_PER_SEC;
+}
+
+double
+rt_feed_held_total(void)
+{
+	return feed.held_seconds + rt_feed_held_now();
+}
+
+uint64
+rt_feed_holds(void)
+{
+	return feed.holds;
 }
 
 static int

@@ -198,6 +198,9 @@ extern void rt_feed_stop(void);
 extern RtFeedState rt_feed_state(void);
 extern uint64 rt_feed_notifications(void);
 extern uint64 rt_feed_reads(void);
+extern double rt_feed_held_now(void);
+extern double rt_feed_held_total(void);
+extern uint64 rt_feed_holds(void);
 extern void rt_feed_kick(void);
 extern void rt_feed_on_notify(const char *payload);
 

@@ -82,11 +82,21 @@ my $later = $node->safe_psql('postgres', q{SELECT rt_publish('later')});
 usleep(300_000);
 ($status, $page) = get("?after=50");
 is_deeply($page->{events}, [], 'while a lower id may still commit, a higher one is not listed');
+my $metric = sub {
+	my ($name) = @_;
+	`curl -s http://127.0.0.1:$port/metrics` =~ /^$name ([\d.]+)$/m;
+	return $1;
+};
+cmp_ok($metric->('rtevents_stream_held_seconds'), '>', 0.1,
+	'/metrics: the stream is waiting on the open transaction');
+cmp_ok($metric->('rtevents_stream_holds_total'), '>=', 1, '... counted as a hold');
 $open->query_safe('COMMIT');
 $open->quit;
 usleep(100_000) until time > $deadline + 60 || scalar(@{ (get('?after=50'))[1]{events} // [] }) == 2;
 ($status, $page) = get("?after=50");
 is_deeply([ map { $_->{id} } @{ $page->{events} } ], [ $held, $later ], 'both once it commits, in order');
+is($metric->('rtevents_stream_held_seconds'), '0.000', 'after the commit, no wait');
+cmp_ok($metric->('rtevents_stream_held_seconds_total'), '>=', 0.25, '... and the wait is in the total');
 
 # Several requests on one kept-alive connection, each answered.
 {
