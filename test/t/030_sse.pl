@@ -193,6 +193,32 @@ is($node->safe_psql('postgres', q{SELECT count(*) > 0 FROM execution_events}), '
 	close $slow;
 }
 
+# A cursor older than what cleanup kept: "event: gap" first, then the rest.
+{
+	my @gone = split /\n/, publish(q{SELECT rt_publish('old', '{}', execution_id => 'gap') FROM generate_series(1, 3)});
+	my @kept = split /\n/, publish(q{SELECT rt_publish('new', '{}', execution_id => 'gap') FROM generate_series(1, 2)});
+	publish(qq{UPDATE execution_events SET expires_at = now() - interval '1 day' WHERE id BETWEEN $gone[0] AND $gone[2]});
+	is(publish('SELECT rt_cleanup()'), '3', 'cleanup deleted three events');
+	# past the ring, so that the cursor needs the table
+	my $filler = (split /\n/, publish(q{SELECT rt_publish('filler', '{}', execution_id => 'filler') FROM generate_series(1, 8200)}))[-1];
+	ok(wait_until(sub {
+				my $m = '';
+				IPC::Run::run([ 'curl', '-s', "http://127.0.0.1:$port/metrics" ], '>', \$m);
+				$m =~ /^rtevents_last_event_id (\d+)$/m && $1 >= $filler;
+			}),
+		'the worker has let out the filler');
+	my $g = sse_open('?executionId=gap', last_event_id => $gone[0] - 1);
+	my @ev = sse_wait_for($g, 2);
+	is_deeply([ map { $_->{id} } @ev ], \@kept, 'then the events kept');
+	like($g->{raw}, qr/\Aretry: \d+\n\nevent: gap\ndata: \{"after":@{[ $gone[0] - 1 ]},"oldest":@{[ $gone[2] + 1 ]}\}\n\nid: $kept[0]\n/,
+		'a gap event, with the cursor and the oldest id kept, before them');
+	sse_close($g);
+	$g = sse_open('?executionId=gap', last_event_id => $gone[2]);
+	@ev = sse_wait_for($g, 2);
+	unlike($g->{raw}, qr/event: gap/, 'a cursor past the deleted events gets none');
+	sse_close($g);
+}
+
 # The guarantee.  Four publishers open transactions, publish, and commit or
 # roll back in a random interleaving (so ids commit out of order and some
 # never commit), while the subscriber drops its connection and resumes with
