@@ -27,7 +27,8 @@ OBJS = \
 	src/sse.o \
 	src/client_message.o \
 	src/ws.o \
-	src/history.o
+	src/history.o \
+	src/assets_data.o
 
 DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"
@@ -69,6 +70,19 @@ test/unit/test_client_message: test/unit/test_client_message.c \
 		-lwebsockets
 
 .PHONY: unit-tests
+
+# What GET / and GET /rtevents.js serve, built into the library.
+ASSETS = /rtevents.js=clients/js/rtevents.js \
+	/rtevents.d.ts=clients/js/rtevents.d.ts \
+	/react.js=clients/js/react.js \
+	/=web/index.html \
+	/app.js=web/app.js \
+	/style.css=web/style.css
+
+src/assets_data.c: tools/embed $(foreach a,$(ASSETS),$(lastword $(subst =, ,$(a))))
+	perl tools/embed $(ASSETS) > $@.tmp && mv $@.tmp $@
+
+EXTRA_CLEAN += src/assets_data.c
 
 # Every module includes the one header: a change to it rebuilds them all.
 $(OBJS): src/rtevents.h

@@ -39,6 +39,8 @@ typedef struct HttpReply
 	char		allow[64];		/* for 405: the methods the path takes */
 	char		body[REPLY_BODY_MAX];
 	size_t		body_len;
+	const RtAsset *asset;		/* instead of body: a file served as it is */
+	bool		gzip;			/* the asset's gzipped bytes */
 } HttpReply;
 
 typedef void (*RouteHandler) (struct lws *wsi, HttpReply *reply);
@@ -199,6 +201,45 @@ metrics(struct lws *wsi, HttpReply *reply)
 	reply->body_len = (size_t) len;
 }
 
+/* Does the client take gzip?  A plain search: "gzip;q=0" is not worth more. */
+static bool
+accepts_gzip(struct lws *wsi)
+{
+	char		buf[256];
+
+	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_HTTP_ACCEPT_ENCODING) <= 0)
+		return false;
+	return strstr(buf, "gzip") != NULL;
+}
+
+/*
+ * The browser client and the live page (assets_data.c, from tools/embed):
+ * 200 with the file, or 304 when the client's copy has the same ETag.
+ */
+static bool
+asset(struct lws *wsi, const char *path, size_t len, HttpReply *reply)
+{
+	char		etag[64];
+
+	for (const RtAsset *a = rt_assets; a->path != NULL; a++)
+	{
+		if (strlen(a->path) != len || memcmp(a->path, path, len) != 0)
+			continue;
+		reply->asset = a;
+		reply->content_type = a->content_type;
+		if (lws_hdr_copy(wsi, etag, sizeof(etag), WSI_TOKEN_HTTP_IF_NONE_MATCH) > 0 &&
+			strcmp(etag, a->etag) == 0)
+		{
+			reply->status = HTTP_STATUS_NOT_MODIFIED;
+			return true;
+		}
+		reply->status = HTTP_STATUS_OK;
+		reply->gzip = accepts_gzip(wsi);
+		return true;
+	}
+	return false;
+}
+
 static bool
 path_is(const Route *r, const char *path, size_t len)
 {
@@ -225,6 +266,9 @@ route(struct lws *wsi, const char *path, size_t len, int method,
 		}
 	}
 
+	if (as_method == LWSHUMETH_GET && asset(wsi, path, len, reply))
+		return;
+
 	/* No handler: 405 if the path is served for other methods, else 404. */
 	for (size_t i = 0; i < lengthof(routes); i++)
 	{
@@ -246,6 +290,10 @@ route(struct lws *wsi, const char *path, size_t len, int method,
 		allow_len += (size_t) written;
 	}
 
+	for (const RtAsset *a = rt_assets; allow_len == 0 && a->path != NULL; a++)
+		if (strlen(a->path) == len && memcmp(a->path, path, len) == 0)
+			allow_len = strlcpy(reply->allow, "GET, HEAD", sizeof(reply->allow));
+
 	if (allow_len == 0)
 		reply_error(reply, HTTP_STATUS_NOT_FOUND, "not_found",
 					"no such endpoint");
@@ -263,42 +311,77 @@ static int
 send_reply(struct lws *wsi, const HttpReply *reply, bool head_only,
 		   bool keep_alive)
 {
-	uint8_t		buf[LWS_PRE + REPLY_HEADERS_MAX + REPLY_BODY_MAX];
-	uint8_t    *start = buf + LWS_PRE;
-	uint8_t    *p = start;
-	uint8_t    *end = buf + sizeof(buf);
+	uint8_t		stack_buf[LWS_PRE + REPLY_HEADERS_MAX + REPLY_BODY_MAX];
+	uint8_t    *buf = stack_buf;
+	const void *body = reply->body;
+	size_t		body_len = reply->body_len;
+	size_t		size = sizeof(stack_buf);
+	uint8_t    *start;
+	uint8_t    *p;
+	uint8_t    *end;
 	int			n;
+	int			rc = -1;
+
+	if (reply->asset != NULL)
+	{
+		/* A file: revalidated each time (no-cache), by its ETag. */
+		body = reply->gzip ? reply->asset->gz : reply->asset->data;
+		body_len = reply->status == HTTP_STATUS_NOT_MODIFIED ? 0 :
+			reply->gzip ? reply->asset->gz_len : reply->asset->len;
+		size = LWS_PRE + REPLY_HEADERS_MAX + body_len;
+		if (size > sizeof(stack_buf) && (buf = malloc(size)) == NULL)
+			return -1;
+	}
+	start = p = buf + LWS_PRE;
+	end = buf + size;
 
 	if (lws_add_http_common_headers(wsi, reply->status, reply->content_type,
-									reply->body_len, &p, end) ||
+									body_len, &p, end) ||
 		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-									 (const unsigned char *) "no-store", 8,
-									 &p, end))
-		return -1;
+									 (const unsigned char *) (reply->asset ? "no-cache" : "no-store"),
+									 8, &p, end))
+		goto done;
+	if (reply->asset != NULL &&
+		(lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ETAG,
+									  (const unsigned char *) reply->asset->etag,
+									  (int) strlen(reply->asset->etag), &p, end) ||
+		 lws_add_http_header_by_name(wsi, (const unsigned char *) "vary:",
+									 (const unsigned char *) "Accept-Encoding", 15,
+									 &p, end) ||
+		 lws_add_http_header_by_name(wsi, (const unsigned char *) "x-content-type-options:",
+									 (const unsigned char *) "nosniff", 7, &p, end) ||
+		 (reply->gzip && reply->status == HTTP_STATUS_OK &&
+		  lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_ENCODING,
+									   (const unsigned char *) "gzip", 4, &p, end))))
+		goto done;
 	if (reply->allow[0] != '\0' &&
 		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ALLOW,
 									 (const unsigned char *) reply->allow,
 									 (int) strlen(reply->allow), &p, end))
-		return -1;
+		goto done;
 	if (lws_finalize_http_header(wsi, &p, end))
-		return -1;
+		goto done;
 
 	if (!head_only)
 	{
-		if ((size_t) (end - p) < reply->body_len)
-			return -1;
-		memcpy(p, reply->body, reply->body_len);
-		p += reply->body_len;
+		if ((size_t) (end - p) < body_len)
+			goto done;
+		memcpy(p, body, body_len);
+		p += body_len;
 	}
 
+	/* lws keeps what the socket does not take now, and sends it later */
 	n = (int) (p - start);
 	if (lws_write(wsi, start, (size_t) n, LWS_WRITE_HTTP_FINAL) != n)
-		return -1;
+		goto done;
 
 	/* nonzero: the connection is not kept alive */
-	if (!keep_alive)
-		return -1;
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	if (keep_alive)
+		rc = lws_http_transaction_completed(wsi) ? -1 : 0;
+done:
+	if (buf != stack_buf)
+		free(buf);
+	return rc;
 }
 
 /*
