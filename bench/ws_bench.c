@@ -705,7 +705,6 @@ parse(Conn *c, const char *data, size_t len, double recv_us)
 		if (strncmp(data, "HTTP/1.1 101", 12) != 0 ||
 			memmem(data, hend - data, WS_ACCEPT, strlen(WS_ACCEPT)) == NULL)
 		{
-			handshake_failures++;
 			report_text("handshake refused", data, len);
 			c->dead = 1;
 			return len;
@@ -900,9 +899,10 @@ conn_lost(Conn *c)
 	char		path[1100];
 
 	conn_close(c);
+	if (!was_open)
+		handshake_failures++;	/* refused, or closed before the 101 */
 	if (!was_open || (mode != M_LATENCY && mode != M_THROUGHPUT))
 	{
-		/* a refused handshake, or a mode that does not resume */
 		mark_ready(c);			/* nothing more to wait for from it */
 		return;
 	}

@@ -111,6 +111,7 @@ wait_healthy() {
 pids=
 restart() {
 	as_pg "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w restart >/dev/null
+	say_lib
 	wait_healthy
 	local pm worker feed
 	pm=$(head -n 1 "$dir/data/postmaster.pid")
@@ -124,6 +125,17 @@ as_pg "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 "${psql[@]}" -c 'CREATE EXTENSION rtevents'
 wait_healthy
 cc -O2 -Wall -Wextra -o "$dir/ws_bench" "$here/ws_bench.c"
+# What was measured, and whether anything else was using the cores: said
+# again whenever a restart loads a different rtevents.so.
+lib=$("$pg_bin/pg_config" --pkglibdir)/rtevents.so
+lib_said=
+say_lib() {
+	local id
+	id="rtevents.so $(date -u -r "$lib" +%FT%TZ) md5 $(md5sum <"$lib" | cut -c1-12)"
+	[ "$id" = "$lib_said" ] && return
+	lib_said=$id
+	echo "# $(date -u +%FT%TZ) $id, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+}
 
 # Runs ws_bench in the background; returns once its clients are ready.
 client_out=

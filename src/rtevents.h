@@ -327,6 +327,7 @@ extern uint64 rt_replay_pages(void);
 
 /* subscription.c */
 #define RT_SUB_NAME_MAX		64
+#define RT_SUB_MAX			64		/* per client: a bit each in RtQueued.subs */
 
 typedef struct RtSub RtSub;
 typedef struct RtClient RtClient;
@@ -341,6 +342,16 @@ typedef struct RtClientOps
 } RtClientOps;
 
 /*
+ * An event (or message) queued for a client, and which of its subscriptions
+ * it is for: bit n is the subscription numbered n (rt_client_sub_name).
+ */
+typedef struct RtQueued
+{
+	RtStreamEvent *ev;
+	uint64		subs;
+} RtQueued;
+
+/*
  * A connection's subscriptions and the queue they fill, embedded in the
  * transport's own state; only subscription.c changes it.
  */
@@ -351,7 +362,8 @@ struct RtClient
 	dlist_node	node;			/* in the list of every client */
 	dlist_head	subs;
 	int			nsubs;
-	RtStreamEvent **queue;		/* ring of queued events and messages */
+	uint64		sub_bits;		/* the numbers its subscriptions hold */
+	RtQueued   *queue;			/* ring of queued events and messages */
 	int			queue_cap;
 	int			queue_head;
 	int			queue_len;
@@ -368,7 +380,8 @@ extern bool rt_client_init(RtClient *c, struct lws *wsi,
 extern void rt_client_release(RtClient *c);
 extern void rt_client_give_up(RtClient *c);
 extern bool rt_client_queue_message(RtClient *c, const char *msg);
-extern RtStreamEvent *rt_client_peek(const RtClient *c, int i);
+extern const RtQueued *rt_client_head(RtClient *c);
+extern const char *rt_client_sub_name(RtClient *c, int bit);
 extern void rt_client_pop(RtClient *c);
 extern void rt_client_wrote(RtClient *c);
 extern uint8_t *rt_client_write_buffer(size_t size);

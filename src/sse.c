@@ -167,7 +167,7 @@ int
 rt_sse_writable(struct lws *wsi, void *user)
 {
 	SseClient  *c = user;
-	RtStreamEvent *ev = NULL;
+	const RtQueued *q;
 	uint8_t    *buf,
 			   *start,
 			   *p;
@@ -178,8 +178,8 @@ rt_sse_writable(struct lws *wsi, void *user)
 		return -1;
 
 	/* The first event decides the buffer: a big one gets its own. */
-	if ((ev = rt_client_peek(&c->base, 0)) != NULL)
-		room = Max(room, ev->json_len + 64);
+	if ((q = rt_client_head(&c->base)) != NULL)
+		room = Max(room, q->ev->json_len + 64);
 	buf = rt_client_write_buffer(LWS_PRE + room);
 	if (buf == NULL)
 		return -1;
@@ -190,8 +190,10 @@ rt_sse_writable(struct lws *wsi, void *user)
 		p += snprintf((char *) p, room, "retry: %d\n\n", RT_SSE_RETRY_MS);
 		c->preamble_sent = true;
 	}
-	while ((ev = rt_client_peek(&c->base, 0)) != NULL)
+	while ((q = rt_client_head(&c->base)) != NULL)
 	{
+		const RtStreamEvent *ev = q->ev;
+
 		if ((size_t) (p - start) + ev->json_len + 48 > room)
 			break;
 		if (!ev->message)

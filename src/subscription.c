@@ -26,10 +26,12 @@
  * memory; a client so slow that the ring moves past it is closed, and
  * resumes from its last id.  Nobody else waits for it.
  *
- * An event matching several subscriptions of one client is queued once: a
- * subscription skips an event that another subscription of the client has
- * already queued, which is exactly an event that subscription matches with
- * an id in (start, cursor].
+ * An event matching several live subscriptions of one client is queued once,
+ * marked with every subscription it is for (a bit each), so that a client
+ * never has to guess which of its subscriptions an event belongs to.  A
+ * subscription catching up gets its own copies of what it catches up on,
+ * even of events another subscription of the client had: its events must
+ * come in its own ascending order, after those it has not had yet.
  *
  * Everything here runs inside libwebsockets callbacks: malloc, no
  * ereport(ERROR).
@@ -66,6 +68,7 @@ struct RtSub
 	dlist_node	index_node;		/* in its bucket, or the unkeyed list */
 	dlist_node	lag_node;		/* in lagging_subs, while lagging */
 	struct IndexBucket *bucket; /* NULL: indexed with no key */
+	int			bit;			/* its number in its client: RtQueued.subs */
 	char		name[RT_SUB_NAME_MAX + 1];
 	RtRequest	req;			/* the filter */
 	SubPhase	phase;
@@ -257,25 +260,33 @@ client_wake(RtClient *c)
 	}
 }
 
+static RtQueued *
+queue_at(const RtClient *c, int i)
+{
+	return &c->queue[(c->queue_head + i) % c->queue_cap];
+}
+
 static bool
-queue_push(RtClient *c, RtStreamEvent *ev)
+queue_push(RtClient *c, RtStreamEvent *ev, uint64 subs)
 {
 	if (c->queue_len == c->queue_cap)
 	{
 		int			cap = c->queue_cap ? c->queue_cap * 2 : 16;
-		RtStreamEvent **q = malloc(sizeof(RtStreamEvent *) * cap);
+		RtQueued   *q = malloc(sizeof(RtQueued) * cap);
 
 		if (q == NULL)
 			return false;
 		for (int i = 0; i < c->queue_len; i++)
-			q[i] = c->queue[(c->queue_head + i) % c->queue_cap];
+			q[i] = *queue_at(c, i);
 		free(c->queue);
 		c->queue = q;
 		c->queue_cap = cap;
 		c->queue_head = 0;
 	}
 	rt_stream_event_retain(ev);
-	c->queue[(c->queue_head + c->queue_len++) % c->queue_cap] = ev;
+	c->queue_len++;
+	queue_at(c, c->queue_len - 1)->ev = ev;
+	queue_at(c, c->queue_len - 1)->subs = subs;
 	c->queued_bytes += ev->json_len;
 	rt_conn_set_queued(c->conn, (int64) c->queued_bytes);
 	return true;
@@ -315,7 +326,7 @@ rt_client_queue_message(RtClient *c, const char *msg)
 		return false;
 	}
 	m->message = true;
-	if (!queue_push(c, m))
+	if (!queue_push(c, m, 0))
 	{
 		rt_stream_event_release(m);
 		rt_client_give_up(c);
@@ -326,27 +337,59 @@ rt_client_queue_message(RtClient *c, const char *msg)
 	return true;
 }
 
-RtStreamEvent *
-rt_client_peek(const RtClient *c, int i)
+static void
+queue_pop(RtClient *c)
 {
-	if (i >= c->queue_len)
-		return NULL;
-	return c->queue[(c->queue_head + i) % c->queue_cap];
+	RtStreamEvent *ev = c->queue[c->queue_head].ev;
+
+	Assert(c->queue_len > 0);
+	c->queue_head = (c->queue_head + 1) % c->queue_cap;
+	c->queue_len--;
+	c->queued_bytes -= ev->json_len;
+	rt_stream_event_release(ev);
+}
+
+/*
+ * What the transport writes next, or NULL.  Events left for no subscription
+ * (all those they were for have been closed) are dropped on the way.
+ */
+const RtQueued *
+rt_client_head(RtClient *c)
+{
+	while (c->queue_len > 0)
+	{
+		RtQueued   *q = queue_at(c, 0);
+
+		if (q->ev->message || q->subs != 0)
+			return q;
+		queue_pop(c);
+	}
+	return NULL;
 }
 
 /* The transport wrote the head of the queue. */
 void
 rt_client_pop(RtClient *c)
 {
-	RtStreamEvent *ev = c->queue[c->queue_head];
-
-	Assert(c->queue_len > 0);
-	c->queue_head = (c->queue_head + 1) % c->queue_cap;
-	c->queue_len--;
-	c->queued_bytes -= ev->json_len;
-	if (!ev->message)
+	if (!c->queue[c->queue_head].ev->message)
 		events_out++;
-	rt_stream_event_release(ev);
+	queue_pop(c);
+}
+
+/* The name of the client's subscription numbered bit, or NULL. */
+const char *
+rt_client_sub_name(RtClient *c, int bit)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &c->subs)
+	{
+		RtSub	   *s = dlist_container(RtSub, client_node, iter.cur);
+
+		if (s->bit == bit)
+			return s->name;
+	}
+	return NULL;
 }
 
 /*
@@ -397,25 +440,6 @@ rt_client_write_buffer(size_t size)
 
 /* ---- offering events to subscriptions ---- */
 
-/* Whether another subscription of the client has queued ev already. */
-static bool
-queued_by_another(const RtSub *s, const RtStreamEvent *ev)
-{
-	dlist_iter	iter;
-
-	if (s->client->nsubs < 2)
-		return false;
-	dlist_foreach(iter, &s->client->subs)
-	{
-		RtSub	   *o = dlist_container(RtSub, client_node, iter.cur);
-
-		if (o != s && o->start < ev->id && ev->id <= o->cursor &&
-			rt_request_matches(&o->req, &ev->keys))
-			return true;
-	}
-	return false;
-}
-
 static void
 set_lagging(RtSub *s, bool lagging)
 {
@@ -429,36 +453,37 @@ set_lagging(RtSub *s, bool lagging)
 }
 
 /*
- * Queue ev for s if s wants it and nobody has queued it for the client.
- * False when it wants it but the queue is over budget: s then catches up
- * from the ring as the queue drains, from its cursor, which ev has not
- * passed.
+ * Queue ev for s if s wants it: as a new entry, or as one more subscription
+ * of the entry just queued (another subscription of the client took the
+ * same live event a moment ago).  False when it wants it but the queue is
+ * over budget: s then catches up from the ring as the queue drains, from
+ * its cursor, which ev has not passed.
  */
 static bool
 offer(RtSub *s, RtStreamEvent *ev)
 {
 	RtClient   *c = s->client;
+	RtQueued   *tail = c->queue_len > 0 ? queue_at(c, c->queue_len - 1) : NULL;
 
 	if (ev->id <= s->cursor || !rt_request_matches(&s->req, &ev->keys))
 		return true;
-	if (!queued_by_another(s, ev))
+	if (tail != NULL && tail->ev == ev)
+		tail->subs |= UINT64CONST(1) << s->bit;
+	/* Over budget; though one event bigger than it may go alone. */
+	else if ((c->queue_len > 0 && c->queued_bytes + ev->json_len > budget()) ||
+			 !queue_push(c, ev, UINT64CONST(1) << s->bit))
 	{
-		/* Over budget; though one event bigger than it may go alone. */
-		if ((c->queue_len > 0 && c->queued_bytes + ev->json_len > budget()) ||
-			!queue_push(c, ev))
+		if (s->phase == SUB_LIVE)
 		{
-			if (s->phase == SUB_LIVE)
-			{
-				index_remove(s);
-				s->phase = SUB_CATCHING_UP;
-				set_lagging(s, true);
-			}
-			return false;
+			index_remove(s);
+			s->phase = SUB_CATCHING_UP;
+			set_lagging(s, true);
 		}
-		if (s->phase != SUB_LIVE)
-			s->replayed++;
-		client_wake(c);
+		return false;
 	}
+	if (s->phase != SUB_LIVE)
+		s->replayed++;
+	client_wake(c);
 	s->cursor = ev->id;
 	return true;
 }
@@ -687,13 +712,7 @@ rt_client_release(RtClient *c)
 	dlist_foreach_modify(iter, &c->subs)
 		rt_sub_close(dlist_container(RtSub, client_node, iter.cur));
 	while (c->queue_len > 0)
-	{
-		RtStreamEvent *ev = c->queue[c->queue_head];
-
-		c->queue_head = (c->queue_head + 1) % c->queue_cap;
-		c->queue_len--;
-		rt_stream_event_release(ev);
-	}
+		queue_pop(c);
 	free(c->queue);
 	c->queue = NULL;
 	if (c->flush_pending)
@@ -711,14 +730,19 @@ RtSub *
 rt_sub_open(RtClient *c, const char *name, RtRequest *req, bool has_after,
 			int64 after)
 {
-	RtSub	   *s = calloc(1, sizeof(RtSub));
+	RtSub	   *s = NULL;
+	int			bit = 0;
 
-	if (s == NULL)
+	while (bit < RT_SUB_MAX && (c->sub_bits & (UINT64CONST(1) << bit)) != 0)
+		bit++;
+	if (bit == RT_SUB_MAX || (s = calloc(1, sizeof(RtSub))) == NULL)
 	{
 		rt_request_free(req);
 		return NULL;
 	}
 	s->client = c;
+	s->bit = bit;
+	c->sub_bits |= UINT64CONST(1) << bit;
 	strlcpy(s->name, name, sizeof(s->name));
 	s->req = *req;
 	memset(req, 0, sizeof(*req));
@@ -747,10 +771,15 @@ void
 rt_sub_close(RtSub *s)
 {
 	RtClient   *c = s->client;
+	uint64		bit = UINT64CONST(1) << s->bit;
 
 	rt_replay_cancel(s->replay);
 	index_remove(s);
 	set_lagging(s, false);
+	/* Its number may be taken again: what is queued is no longer for it. */
+	for (int i = 0; i < c->queue_len; i++)
+		queue_at(c, i)->subs &= ~bit;
+	c->sub_bits &= ~bit;
 	dlist_delete(&s->client_node);
 	c->nsubs--;
 	nsubs--;

@@ -39,7 +39,6 @@
 #include "rtevents.h"
 
 #define RT_WS_MESSAGE_MAX		(16 * 1024)
-#define RT_WS_MAX_SUBS			64
 #define RT_WS_FRAME_CHUNK		(64 * 1024)
 #define RT_WS_RX_BUFFER			1024
 
@@ -58,16 +57,31 @@ static dlist_head ws_conns = DLIST_STATIC_INIT(ws_conns);
 static int	nconns = 0;
 static MemoryContext message_cxt = NULL;
 
-/* code and message are constants without quotes or backslashes. */
+/*
+ * code and message are constants without quotes or backslashes; sub, when
+ * the error is about one, is a checked name (client_message.c).
+ */
+static void
+send_sub_error(WsConn *c, const char *sub, const char *code,
+			   const char *message)
+{
+	char		msg[256 + RT_SUB_NAME_MAX];
+
+	if (sub != NULL && sub[0] != '\0')
+		snprintf(msg, sizeof(msg),
+				 "{\"op\":\"error\",\"sub\":\"%s\",\"code\":\"%s\",\"message\":\"%s\"}",
+				 sub, code, message);
+	else
+		snprintf(msg, sizeof(msg),
+				 "{\"op\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}",
+				 code, message);
+	(void) rt_client_queue_message(&c->base, msg);
+}
+
 static void
 send_error(WsConn *c, const char *code, const char *message)
 {
-	char		msg[256];
-
-	snprintf(msg, sizeof(msg),
-			 "{\"op\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}",
-			 code, message);
-	(void) rt_client_queue_message(&c->base, msg);
+	send_sub_error(c, NULL, code, message);
 }
 
 /* Say why, then close once what is queued has gone out. */
@@ -118,12 +132,12 @@ subscribe(WsConn *c, RtClientMessage *m)
 {
 	if (rt_client_find_sub(&c->base, m->sub) != NULL)
 	{
-		send_error(c, "sub_exists", "a subscription of that name is open; unsubscribe first");
+		send_sub_error(c, m->sub, "sub_exists", "a subscription of that name is open; unsubscribe first");
 		return;
 	}
-	if (c->base.nsubs >= RT_WS_MAX_SUBS)
+	if (c->base.nsubs >= RT_SUB_MAX)
 	{
-		send_error(c, "too_many_subs", "a connection holds at most 64 subscriptions");
+		send_sub_error(c, m->sub, "too_many_subs", "a connection holds at most 64 subscriptions");
 		return;
 	}
 	if (rt_sub_open(&c->base, m->sub, &m->filter, m->has_after, m->after) == NULL)
@@ -139,7 +153,7 @@ unsubscribe(WsConn *c, RtClientMessage *m)
 
 	if (s == NULL)
 	{
-		send_error(c, "unknown_sub", "no subscription of that name is open");
+		send_sub_error(c, m->sub, "unknown_sub", "no subscription of that name is open");
 		return;
 	}
 	rt_sub_close(s);
@@ -182,7 +196,7 @@ handle_message(WsConn *c, char *text, size_t len)
 	MemoryContextReset(message_cxt);
 
 	if (!parsed)
-		send_error(c, code, message);
+		send_sub_error(c, m.sub, code, message);	/* m.sub: if it was read */
 	else if (m.op == RT_OP_PING)
 		(void) rt_client_queue_message(&c->base, "{\"op\":\"pong\"}");
 	else if (m.op == RT_OP_SUBSCRIBE)
@@ -294,19 +308,55 @@ established(struct lws *wsi)
  * One frame: a message as it is, or the events at the head of the queue in
  * one {"op":"events"} frame (a big event may make it bigger than the chunk).
  */
+/* The frame's "subs": the names of the subscriptions in mask. */
+static uint8_t *
+append_subs(WsConn *c, uint8_t *p, uint64 mask)
+{
+	bool		first = true;
+
+	memcpy(p, "\"subs\":[", 8);
+	p += 8;
+	for (int bit = 0; bit < RT_SUB_MAX; bit++)
+	{
+		const char *name;
+		size_t		len;
+
+		if ((mask & (UINT64CONST(1) << bit)) == 0 ||
+			(name = rt_client_sub_name(&c->base, bit)) == NULL)
+			continue;
+		/* sub names are plain (client_message.c): no escaping needed */
+		len = strlen(name);
+		if (!first)
+			*p++ = ',';
+		*p++ = '"';
+		memcpy(p, name, len);
+		p += len;
+		*p++ = '"';
+		first = false;
+	}
+	*p++ = ']';
+	return p;
+}
+
+/*
+ * One frame: a message as it is, or the events at the head of the queue
+ * that are for the same subscriptions, in one {"op":"events"} frame (a big
+ * event may make it bigger than the chunk).
+ */
 static int
 writable(WsConn *c, struct lws *wsi)
 {
-	RtStreamEvent *ev = rt_client_peek(&c->base, 0);
+	const RtQueued *q = rt_client_head(&c->base);
 	uint8_t    *buf,
 			   *start,
 			   *p;
 	size_t		room;
+	uint64		subs;
 	int			n;
 
 	if (c->base.closing)
 		return -1;
-	if (ev == NULL)
+	if (q == NULL)
 	{
 		if (c->close_status != 0)
 		{
@@ -318,27 +368,32 @@ writable(WsConn *c, struct lws *wsi)
 		return 0;
 	}
 
-	room = Max(RT_WS_FRAME_CHUNK, ev->json_len + 64);
+	room = Max(RT_WS_FRAME_CHUNK, q->ev->json_len + 64) +
+		RT_SUB_MAX * (RT_SUB_NAME_MAX + 3);
 	if ((buf = rt_client_write_buffer(LWS_PRE + room)) == NULL)
 		return -1;
 	start = p = buf + LWS_PRE;
-	if (ev->message)
+	if (q->ev->message)
 	{
-		memcpy(p, ev->json, ev->json_len);
-		p += ev->json_len;
+		memcpy(p, q->ev->json, q->ev->json_len);
+		p += q->ev->json_len;
 		rt_client_pop(&c->base);
 	}
 	else
 	{
-		memcpy(p, "{\"op\":\"events\",\"events\":[", 25);
-		p += 25;
-		while ((ev = rt_client_peek(&c->base, 0)) != NULL && !ev->message &&
-			   (size_t) (p - start) + ev->json_len + 3 <= room)
+		subs = q->subs;
+		memcpy(p, "{\"op\":\"events\",", 15);
+		p = append_subs(c, p + 15, subs);
+		memcpy(p, ",\"events\":[", 11);
+		p += 11;
+		while ((q = rt_client_head(&c->base)) != NULL && !q->ev->message &&
+			   q->subs == subs &&
+			   (size_t) (p - start) + q->ev->json_len + 3 <= room)
 		{
 			if (p[-1] != '[')
 				*p++ = ',';
-			memcpy(p, ev->json, ev->json_len);
-			p += ev->json_len;
+			memcpy(p, q->ev->json, q->ev->json_len);
+			p += q->ev->json_len;
 			rt_client_pop(&c->base);
 		}
 		*p++ = ']';

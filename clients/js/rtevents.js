@@ -173,10 +173,11 @@ class WsT {
     const rt = this.rt;
     this.alive = true;
     let m;
-    try { m = JSON.parse(data); } catch { return rt._error({ code: 'bad_frame', message: 'unparsable frame' }); }
+    try { m = JSON.parse(data); } catch {}
+    if (!m || typeof m !== 'object') return rt._error({ code: 'bad_frame', message: 'not a JSON object' });
     const s = rt._subs.get(m.sub);
     if (m.op === 'events') {
-      for (const raw of m.events || []) {
+      for (const raw of Array.isArray(m.events) ? m.events : []) {
         let ev;
         try { ev = toEvent(raw); } catch { rt._error({ code: 'bad_frame', message: 'not an event' }); continue; }
         rt._seen(ev);
@@ -200,7 +201,9 @@ class WsT {
       this.pend.delete(m.sub);
       if (held) for (const ev of held.sort((a, b) => a.id - b.id)) rt._deliver(s, ev);
       (this.live ||= new Set()).add(m.sub);
-      rt._ready(s, { replayed: m.replayed, transport: this.name });
+      // What this connection got before "subscribed" went out before s
+      // started (one ordered queue): s's resume point if it stays empty.
+      rt._ready(s, { replayed: m.replayed, transport: this.name }, this.max);
     } else if (m.op === 'gap') {
       if (s) rt._gap(s, { after: m.after, oldest: m.oldest });
     } else if (m.op === 'error') {
@@ -231,10 +234,13 @@ class SseT {
   add(s) {
     const rt = this.rt;
     const es = new rt._ES(rt.url + '/api/events/stream?' + query(s.filter, { after: s._cursor }));
+    // Every id received before the request went out is at or before the
+    // stream's start: s's resume point if it stays empty.
+    const before = rt.maxSeenId;
     this.es.set(s, es);
     es.onopen = () => {
       this.open.add(s);
-      rt._ready(s, { replayed: null, transport: this.name });
+      rt._ready(s, { replayed: null, transport: this.name }, before);
       this._check();
     };
     es.onmessage = (e) => {
@@ -285,7 +291,7 @@ class PollT {
   }
   add(s) {
     this.subs.set(s, null);
-    this._run(s);
+    this._run(s).catch((e) => this.rt._error({ code: 'bad_frame', message: String(e?.message ?? e), sub: s.name }));
   }
   remove(s) {
     this.rt._ct(this.subs.get(s));
@@ -324,7 +330,7 @@ class PollT {
         continue;
       }
       const evs = [];
-      for (const raw of body.events || []) {
+      for (const raw of Array.isArray(body.events) ? body.events : []) {
         try { evs.push(toEvent(raw)); } catch { rt._error({ code: 'bad_frame', message: 'not an event', sub: s.name }); }
       }
       for (const ev of evs) {
@@ -539,12 +545,12 @@ export class RtEvents extends Emitter {
     this._emit('event', ev, s);
   }
 
-  _ready(s, info) {
+  // floor: an id at or before where the server started s, a resume point
+  // for a live sub that has had no event yet (it may bring a few older
+  // events, never a gap).
+  _ready(s, info, floor) {
     if (s.closed) return;
-    // Everything received so far was sent before s started, so its ids are
-    // at or before s's start: a safe resume point for a live sub that has
-    // had no event yet (a few older events at most, never a gap).
-    if (s.lastId == null && this.maxSeenId) s._floor = Math.max(s._floor ?? 0, this.maxSeenId);
+    if (s.lastId == null && floor) s._floor = Math.max(s._floor ?? 0, floor);
     s.ready = true;
     this._call(s._o.onReady, [info, s]);
   }

@@ -70,6 +70,15 @@ sub worker_has
 sub events_of { return map { $_->{op} eq 'events' ? @{ $_->{events} } : () } @_; }
 sub ids_of { return map { $_->{id} } events_of(@_); }
 
+# The ids of a list of messages that are for subscription $sub.
+sub sub_ids
+{
+	my ($sub, @msgs) = @_;
+	return map { $_->{id} }
+	  map { @{ $_->{events} } }
+	  grep { $_->{op} eq 'events' && grep { $_ eq $sub } @{ $_->{subs} } } @msgs;
+}
+
 # Messages until one satisfies pred (on $_), within 10 s.
 sub until_msg
 {
@@ -95,6 +104,9 @@ publish(q{SELECT rt_publish('job_started', '{"n":2}', execution_id => 'other')})
 my $second = publish(q{SELECT rt_publish('job_progress', '{"pct":45}', execution_id => 'e1')});
 my @msgs = until_msg($a, sub { grep { $_->{id} == $second } events_of($_) });
 is_deeply([ ids_of(@msgs) ], [ $first, $second ], 'live: e1 events only, ascending');
+is_deeply([ map { $_->{subs} } grep { $_->{op} eq 'events' } @msgs ],
+	[ map { ['default'] } grep { $_->{op} eq 'events' } @msgs ],
+	'each events frame names the subscription it is for');
 my ($ev) = grep { $_->{id} == $first } events_of(@msgs);
 is_deeply($ev,
 	{ id => $first, type => 'job_started', ts => $ev->{ts}, executionId => 'e1',
@@ -110,13 +122,16 @@ worker_has($j[-1]);
 $a->send_json({ op => 'subscribe', sub => 'jobs', filter => { jobId => 'jx' }, after => $j[1] });
 @msgs = until_msg($a, sub { $_->{op} eq 'subscribed' });
 is_deeply([ ids_of(@msgs) ], [ @j[ 2 .. 4 ] ], 'after: the stored events past the cursor');
+is_deeply([ sub_ids('jobs', @msgs) ], [ @j[ 2 .. 4 ] ], '... in frames for "jobs"');
 is_deeply($msgs[-1], { op => 'subscribed', sub => 'jobs', replayed => 3 },
 	'then "subscribed" with the count replayed');
 my $both = publish(q{SELECT rt_publish('step', '{}', execution_id => 'e1', job_id => 'jx')});
 @msgs = until_msg($a, sub { grep { $_->{id} == $both } events_of($_) });
 push @msgs, $a->messages_for(0.5);
 is(scalar(grep { $_->{id} == $both } events_of(@msgs)), 1,
-	'an event matching two subscriptions comes once');
+	'an event matching two live subscriptions comes once');
+my ($both_frame) = grep { grep { $_->{id} == $both } @{ $_->{events} // [] } } @msgs;
+is_deeply([ sort @{ $both_frame->{subs} } ], [ 'default', 'jobs' ], '... in a frame naming both');
 
 $a->send_json({ op => 'subscribe', sub => 'types', filter => { executionId => 'e3', type => [ 'keep', 'also' ] } });
 until_msg($a, sub { $_->{op} eq 'subscribed' && $_->{sub} eq 'types' });
@@ -165,6 +180,10 @@ for my $case (@bad)
 	is($reply->{op} . '/' . ($reply->{code} // ''), "error/$code", "$text: error $code");
 	like($reply->{message} // '', qr/^[^"\\]+$/, '... with a message');
 }
+$a->send_json({ op => 'subscribe', sub => 'jobs', filter => { organizationId => 'x' } });
+is_deeply($a->recv_json(5), { op => 'error', sub => 'jobs', code => 'bad_filter',
+		message => 'organizationId must be a UUID' },
+	'an error about a subscription names it');
 $a->send_binary('{"op":"ping"}');
 is($a->recv_json(5)->{code}, 'bad_message', 'a binary frame is refused');
 $a->send_json({ op => 'ping', future_field => { x => [1] } });
@@ -314,7 +333,7 @@ srand(20261129);
 my @sessions = map { $node->background_psql('postgres') } 1 .. 4;
 my @open = (0) x 4;
 my $start_id = publish('SELECT coalesce(max(id), 0) FROM execution_events');
-my (@seen1, @seen2);
+my (@seen1, %seen2);
 my $sub1 = ws_open("/ws?executionId=g&after=$start_id");
 my $sub2 = ws_open('/ws');
 $sub2->send_json({ op => 'subscribe', sub => 'a', filter => { executionId => 'g', type => ['ga'] }, after => $start_id });
@@ -345,7 +364,8 @@ for my $step (1 .. 400)
 		$open[$s] = 0;
 	}
 	push @seen1, ids_of($sub1->messages_for(0));
-	push @seen2, ids_of($sub2->messages_for(0));
+	my @m2 = $sub2->messages_for(0);
+	push @{ $seen2{$_} }, sub_ids($_, @m2) for qw(a b);
 	if (rand() < 0.03)
 	{
 		$sub1->abort;
@@ -367,15 +387,19 @@ my @committed = split /\n/, publish(q{SELECT id FROM execution_events WHERE exec
 ok(@committed > 50, scalar(@committed) . ' events committed, with rollbacks between');
 ok(wait_until(sub {
 			push @seen1, ids_of($sub1->messages_for(0.1));
-			push @seen2, ids_of($sub2->messages_for(0.1));
-			@seen1 && $seen1[-1] == $committed[-1] && @seen2 && $seen2[-1] == $committed[-1];
+			my @m2 = $sub2->messages_for(0.1);
+			push @{ $seen2{$_} }, sub_ids($_, @m2) for qw(a b);
+			@seen1 && $seen1[-1] == $committed[-1]
+			  && $seen2{b} && $seen2{b}[-1] == $committed[-1];
 		}, 60),
 	'both subscribers reach the last committed event');
 ok($resumes > 3, "one subscriber resumed $resumes times");
 is_deeply(\@seen1, \@committed,
 	'every committed event exactly once, ascending, across resumes and a lost feed');
-is_deeply(\@seen2, \@committed,
-	'two overlapping subscriptions on one connection: each event once, ascending');
+is_deeply($seen2{b}, \@committed,
+	'two overlapping subscriptions on one connection: the wider one gets every event once, ascending');
+my @committed_a = split /\n/, publish(q{SELECT id FROM execution_events WHERE execution_id = 'g' AND type = 'ga' ORDER BY id});
+is_deeply($seen2{a}, \@committed_a, '... and the narrower one exactly its type, once, ascending');
 $sub1->close(1000, 'bye');
 $sub2->close(1000, 'bye');
 

@@ -36,8 +36,8 @@ local $ENV{RT_URL} = "http://127.0.0.1:$port";
 local $ENV{PGHOST} = $node->host;
 local $ENV{PGPORT} = $node->port;
 local $ENV{PGDATABASE} = 'postgres';
-local $ENV{PGDATA} = $node->data_dir;
-local $ENV{SCREENSHOT} = "$PostgreSQL::Test::Utils::tmp_check/live-page.png";
+local $ENV{PGDATA} = abs_path($node->data_dir);
+local $ENV{SCREENSHOT} = abs_path($PostgreSQL::Test::Utils::tmp_check) . '/live-page.png';
 my $out = `cd '$browser_dir' && node --test --test-reporter=tap e2e.test.js 2>&1`;
 my $status = $? >> 8;
 

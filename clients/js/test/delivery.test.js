@@ -222,10 +222,12 @@ test('server errors and bad frames are emitted as "error", never thrown', () => 
   assert.doesNotThrow(() => {
     ws.recv({ op: 'error', code: 'too_many_subs', message: 'a connection holds at most 64 subscriptions' });
     ws.recv('not json');
+    ws.recv('null');
+    ws.recv({ op: 'events', events: 'not a list' });
     ws.events({ nonsense: true });
     ws.recv({ op: 'from_the_future' });
   });
-  assert.deepEqual(errors.map((e) => e.code), ['too_many_subs', 'bad_frame', 'bad_frame']);
+  assert.deepEqual(errors.map((e) => e.code), ['too_many_subs', 'bad_frame', 'bad_frame', 'bad_frame']);
   assert.equal(errors[0].message, 'a connection holds at most 64 subscriptions');
   assert.equal(rt.status, 'open');
 });

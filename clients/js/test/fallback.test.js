@@ -289,3 +289,33 @@ test('transports option limits and orders what is tried', async () => {
   await f.clock.advance(120000);
   assert.equal(f.WS.sockets.length, 0, 'no probe of what was not asked for');
 });
+
+test('SSE: a live sub with no event yet resumes from the highest id seen before its stream was asked for', async () => {
+  const f = makeRt({ WebSocket: null });
+  const a = record(f.rt, { executionId: 'e1' }, { after: 30 });
+  f.ES.all[0].open();
+  f.ES.all[0].send(ev(40));
+  const b = record(f.rt, { jobId: 'j7' });
+  assert.equal(f.ES.all[1].params.get('after'), null, 'live: no after');
+  f.ES.all[0].send(ev(41)); // after b's request went out: not a safe point for b
+  f.ES.all[1].open();
+  f.ES.all[1].fail();
+  await f.clock.advance(f.clock.pending()[0]);
+  assert.equal(f.ES.all[2].params.get('after'), '41');
+  assert.equal(f.ES.all[3].params.get('after'), '40');
+  assert.equal(b.sub.lastId, null);
+  assert.ok(a);
+});
+
+test('polling: an answer that is not the history format is not an exception', async () => {
+  const fetch = fakeFetch((u, n) => (n === 1 ? { body: { events: { not: 'a list' }, next: null } } : n === 2 ? { body: null } : page([ev(1)])));
+  const f = makeRt({ WebSocket: null, EventSource: null, fetch });
+  const a = record(f.rt, { executionId: 'e1' }, { after: 0 });
+  await f.clock.advance(0);
+  assert.equal(f.rt.status, 'open');
+  await f.clock.advance(2000); // the second answer has no JSON body: a failure
+  assert.equal(f.rt.status, 'reconnecting');
+  await f.clock.advance(f.clock.pending()[0]);
+  assert.deepEqual(a.got.ids, [1]);
+  assert.equal(f.rt.status, 'open');
+});
