@@ -31,6 +31,8 @@
 
 #include "rtevents.h"
 
+#define RT_CLIENT_MESSAGE_DEPTH	8
+
 typedef enum Field
 {
 	F_UNKNOWN,
@@ -281,6 +283,41 @@ scalar(void *state, char *token, JsonTokenType type)
 }
 
 /*
+ * Whether the JSON text nests arrays and objects at most max deep, by a
+ * scan that skips strings.  The parser recurses once per level; a message of
+ * 16 kB of '[' would otherwise cost thousands of stack frames for nothing.
+ */
+static bool
+nesting_at_most(const char *text, size_t len, int max)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		ch = text[i];
+
+		if (in_string)
+		{
+			if (ch == '\\')
+				i++;
+			else if (ch == '"')
+				in_string = false;
+		}
+		else if (ch == '"')
+			in_string = true;
+		else if (ch == '[' || ch == '{')
+		{
+			if (++depth > max)
+				return false;
+		}
+		else if (ch == ']' || ch == '}')
+			depth--;
+	}
+	return true;
+}
+
+/*
  * Parse one text message of len bytes (UTF-8, checked by the caller's
  * transport).  False with *code and *message for the client's error reply.
  */
@@ -305,6 +342,12 @@ rt_client_message_parse(char *text, size_t len, RtClientMessage *m,
 	sem.object_field_start = field_start;
 	sem.scalar = scalar;
 
+	if (!nesting_at_most(text, len, RT_CLIENT_MESSAGE_DEPTH))
+	{
+		*code = "bad_message";
+		*message = "a message nests objects and arrays at most 8 deep";
+		return false;
+	}
 	lex = makeJsonLexContextCstringLen(text, (int) len, PG_UTF8, true);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 	{

@@ -33,6 +33,10 @@ int			rt_max_client_buffer = 4096;
 int			rt_batch_ms = 0;
 int			rt_client_timeout = 60;
 int			rt_max_connections = 10000;
+char	   *rt_ssl_cert_file = NULL;
+char	   *rt_ssl_key_file = NULL;
+char	   *rt_allowed_origins = NULL;
+int			rt_max_messages_per_second = 50;
 
 /*
  * The channel is used verbatim by NOTIFY and LISTEN; refuse what NOTIFY would
@@ -133,6 +137,46 @@ define_worker_gucs(void)
 							&rt_max_connections,
 							10000, 1, 1000000,
 							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	/* Both set: the worker serves https and wss only. */
+	DefineCustomStringVariable("rtevents.ssl_cert_file",
+							   "PEM certificate (chain) the rtevents worker serves TLS with.",
+							   "With rtevents.ssl_key_file; empty serves plain HTTP.",
+							   &rt_ssl_cert_file,
+							   "",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("rtevents.ssl_key_file",
+							   "PEM private key of rtevents.ssl_cert_file.",
+							   NULL,
+							   &rt_ssl_key_file,
+							   "",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("rtevents.allowed_origins",
+							   "Web origins whose pages may use the rtevents worker.",
+							   "Comma-separated, like https://app.example.com; \"*\" for any. "
+							   "Pages of the worker's own origin, and clients that send no "
+							   "Origin (not browsers), are always served.",
+							   &rt_allowed_origins,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("rtevents.max_messages_per_second",
+							"Messages a WebSocket client may send per second.",
+							"Twice as many may come in a burst; a client over it gets "
+							"rate_limited and is closed.",
+							&rt_max_messages_per_second,
+							50, 1, 100000,
+							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
 }

@@ -172,6 +172,7 @@ rt_history_writable(struct lws *wsi, void *user)
 		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
 									 (const unsigned char *) "no-store", 8,
 									 &p, end) ||
+		rt_http_add_cors(wsi, &p, end) ||
 		lws_finalize_write_http_header(wsi, start, &p, end))
 		return -1;
 

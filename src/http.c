@@ -40,6 +40,7 @@ typedef struct HttpReply
 	char		body[REPLY_BODY_MAX];
 	size_t		body_len;
 	const RtAsset *asset;		/* instead of body: a file served as it is */
+	bool		preflight;		/* an OPTIONS request of CORS */
 	bool		gzip;			/* the asset's gzipped bytes */
 } HttpReply;
 
@@ -201,6 +202,87 @@ metrics(struct lws *wsi, HttpReply *reply)
 	reply->body_len = (size_t) len;
 }
 
+/*
+ * Origins.  A browser names the page's origin on WebSocket upgrades and on
+ * cross-origin requests; a page of another site must not use a visitor's
+ * access to the worker (cross-site WebSocket hijacking), so only the
+ * worker's own origin and rtevents.allowed_origins are served.  Clients that
+ * send no Origin are not browsers, and no page is behind them.
+ */
+typedef enum OriginCheck
+{
+	ORIGIN_NONE,				/* no Origin header */
+	ORIGIN_SAME,				/* the worker's own: scheme://Host */
+	ORIGIN_LISTED,				/* in rtevents.allowed_origins */
+	ORIGIN_REFUSED
+} OriginCheck;
+
+static bool
+origin_listed(const char *origin)
+{
+	const char *p = rt_allowed_origins;
+	size_t		len = strlen(origin);
+
+	while (p != NULL && *p != '\0')
+	{
+		const char *end = strchr(p, ',');
+		size_t		n = end ? (size_t) (end - p) : strlen(p);
+
+		while (n > 0 && (*p == ' ' || *p == '\t'))
+			p++, n--;
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if ((n == 1 && *p == '*') ||
+			(n == len && pg_strncasecmp(p, origin, n) == 0))
+			return true;
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+static OriginCheck
+check_origin(struct lws *wsi, char *origin, size_t size)
+{
+	char		host[256];
+	char		own[300];
+
+	if (lws_hdr_copy(wsi, origin, (int) size, WSI_TOKEN_ORIGIN) <= 0)
+		return ORIGIN_NONE;
+	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0)
+	{
+		snprintf(own, sizeof(own), "%s://%s", lws_is_ssl(wsi) ? "https" : "http", host);
+		if (pg_strcasecmp(own, origin) == 0)
+			return ORIGIN_SAME;
+	}
+	return origin_listed(origin) ? ORIGIN_LISTED : ORIGIN_REFUSED;
+}
+
+bool
+rt_http_origin_allowed(struct lws *wsi)
+{
+	char		origin[256];
+
+	return check_origin(wsi, origin, sizeof(origin)) != ORIGIN_REFUSED;
+}
+
+/*
+ * CORS for a listed origin: the browser lets its page read the response.
+ * Returns nonzero when the headers did not fit.
+ */
+int
+rt_http_add_cors(struct lws *wsi, unsigned char **p, unsigned char *end)
+{
+	char		origin[256];
+
+	if (check_origin(wsi, origin, sizeof(origin)) != ORIGIN_LISTED)
+		return 0;
+	return lws_add_http_header_by_name(wsi, (const unsigned char *) "access-control-allow-origin:",
+									   (const unsigned char *) origin,
+									   (int) strlen(origin), p, end) ||
+		lws_add_http_header_by_name(wsi, (const unsigned char *) "vary:",
+									(const unsigned char *) "Origin", 6, p, end);
+}
+
 /* Does the client take gzip?  A plain search: "gzip;q=0" is not worth more. */
 static bool
 accepts_gzip(struct lws *wsi)
@@ -268,6 +350,18 @@ route(struct lws *wsi, const char *path, size_t len, int method,
 
 	if (as_method == LWSHUMETH_GET && asset(wsi, path, len, reply))
 		return;
+
+	/* A CORS preflight, for a path the API serves. */
+	for (size_t i = 0; method == LWSHUMETH_OPTIONS && i < lengthof(routes); i++)
+	{
+		if (path_is(&routes[i], path, len) && strncmp(path, "/api/", 5) == 0)
+		{
+			reply->status = HTTP_STATUS_NO_CONTENT;
+			reply->preflight = true;
+			reply->content_type = "text/plain";
+			return;
+		}
+	}
 
 	/* No handler: 405 if the path is served for other methods, else 404. */
 	for (size_t i = 0; i < lengthof(routes); i++)
@@ -354,6 +448,16 @@ send_reply(struct lws *wsi, const HttpReply *reply, bool head_only,
 		  lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_ENCODING,
 									   (const unsigned char *) "gzip", 4, &p, end))))
 		goto done;
+	if (reply->asset == NULL && rt_http_add_cors(wsi, &p, end))
+		goto done;
+	if (reply->preflight &&
+		(lws_add_http_header_by_name(wsi, (const unsigned char *) "access-control-allow-methods:",
+									 (const unsigned char *) "GET, HEAD, DELETE", 17, &p, end) ||
+		 lws_add_http_header_by_name(wsi, (const unsigned char *) "access-control-allow-headers:",
+									 (const unsigned char *) "Authorization, Last-Event-ID", 28, &p, end) ||
+		 lws_add_http_header_by_name(wsi, (const unsigned char *) "access-control-max-age:",
+									 (const unsigned char *) "600", 3, &p, end)))
+		goto done;
 	if (reply->allow[0] != '\0' &&
 		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ALLOW,
 									 (const unsigned char *) reply->allow,
@@ -405,6 +509,9 @@ rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade)
 	else if (len <= 0 || strcmp(path, "/ws") != 0)
 		reply_error(&reply, HTTP_STATUS_NOT_FOUND, "not_found",
 					"WebSocket is served on /ws");
+	else if (!rt_http_origin_allowed(wsi))
+		reply_error(&reply, HTTP_STATUS_FORBIDDEN, "origin_not_allowed",
+					"pages of this origin may not use this server (rtevents.allowed_origins)");
 	else if (!rt_stream_started())
 		reply_error(&reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "starting",
 					"the server is not serving events yet; retry shortly");
@@ -465,6 +572,9 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 					 rt_feed_state() != RT_FEED_UP))
 					reply_error(&reply, HTTP_STATUS_SERVICE_UNAVAILABLE, "starting",
 								"the server is not serving events yet; retry shortly");
+				if (reply.status == 0 && !rt_http_origin_allowed(wsi))
+					reply_error(&reply, HTTP_STATUS_FORBIDDEN, "origin_not_allowed",
+								"pages of this origin may not use this server (rtevents.allowed_origins)");
 				/* Routes answered later take GET, not HEAD. */
 				if (reply.status == 0 && method == LWSHUMETH_HEAD)
 					reply_error(&reply, HTTP_STATUS_METHOD_NOT_ALLOWED,

@@ -66,6 +66,10 @@ extern int	rt_heartbeat;
 extern int	rt_max_client_buffer;
 extern int	rt_batch_ms;
 extern int	rt_client_timeout;
+extern char *rt_ssl_cert_file;
+extern char *rt_ssl_key_file;
+extern char *rt_allowed_origins;
+extern int	rt_max_messages_per_second;
 extern int	rt_max_connections;
 
 extern void rt_define_gucs(void);
@@ -450,5 +454,8 @@ extern const RtAsset rt_assets[];
 /* http.c */
 extern const struct lws_protocols rt_http_protocol;
 extern int	rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade);
+extern bool rt_http_origin_allowed(struct lws *wsi);
+extern int	rt_http_add_cors(struct lws *wsi, unsigned char **p,
+							 unsigned char *end);
 
 #endif							/* RTEVENTS_H */

@@ -541,6 +541,13 @@ ipv6_available(void)
  */
 static lws_retry_bo_t ws_idle_policy;
 
+/* TLS: https and wss, with the certificate and key the DBA configured. */
+static bool
+tls_configured(void)
+{
+	return rt_ssl_cert_file[0] != '\0' && rt_ssl_key_file[0] != '\0';
+}
+
 void
 rt_server_set_heartbeat(void)
 {
@@ -613,6 +620,15 @@ create_listen_vhosts(void)
 		else
 			info.options |= LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY |
 				LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
+		if (tls_configured())
+		{
+			/* lws reads the option per vhost too: without it, plain HTTP */
+			info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+			info.ssl_cert_filepath = rt_ssl_cert_file;
+			info.ssl_private_key_filepath = rt_ssl_key_file;
+			/* HTTP/1.1 only: replies are written as HTTP/1 (http.c) */
+			info.alpn = "http/1.1";
+		}
 
 		if (lws_create_vhost(context, &info) == NULL)
 		{
@@ -622,8 +638,8 @@ create_listen_vhosts(void)
 			continue;
 		}
 		ereport(LOG,
-				(errmsg("rtevents server listening on \"%s\" port %d",
-						addr->numeric, rt_port)));
+				(errmsg("rtevents server listening on \"%s\" port %d%s",
+						addr->numeric, rt_port, tls_configured() ? " (TLS)" : "")));
 		listening++;
 	}
 
@@ -639,11 +655,17 @@ create_event_loop(int fd_limit)
 {
 	struct lws_context_creation_info info;
 
+	if ((rt_ssl_cert_file[0] == '\0') != (rt_ssl_key_file[0] == '\0'))
+		ereport(FATAL,
+				(errmsg("rtevents server: rtevents.ssl_cert_file and rtevents.ssl_key_file must be set together")));
+
 	lws_set_log_level(LLL_ERR, lws_log_emit);
 
 	memset(&info, 0, sizeof(info));
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
 		LWS_SERVER_OPTION_VALIDATE_UTF8;
+	if (tls_configured())
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.fd_limit_per_thread = (unsigned int) fd_limit;
 	info.count_threads = 1;
 	info.server_string = "rtevents";

@@ -138,6 +138,7 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
 									 (const unsigned char *) "no-store", 8,
 									 &p, end) ||
+		rt_http_add_cors(wsi, &p, end) ||
 		lws_finalize_write_http_header(wsi, start, &p, end))
 	{
 		rt_client_release(&c->base);

@@ -49,6 +49,8 @@ typedef struct WsConn
 	char	   *rx;				/* the message being received */
 	size_t		rx_len;
 	bool		rx_skip;		/* the rest of a refused message */
+	float		rate_tokens;	/* messages it may still send now */
+	TimestampTz rate_at;		/* when rate_tokens was last topped up */
 	uint16		close_status;	/* close with this once the queue is out */
 	const char *close_reason;
 } WsConn;
@@ -163,6 +165,29 @@ unsubscribe(WsConn *c, RtClientMessage *m)
 }
 
 /*
+ * rtevents.max_messages_per_second, as a token bucket holding two seconds'
+ * worth: bursts are fine, a client that keeps sending faster is closed
+ * rather than allowed to keep the loop busy parsing for it.
+ */
+static bool
+within_rate(WsConn *c)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	float		rate = (float) rt_max_messages_per_second;
+
+	if (c->rate_at == 0)
+		c->rate_tokens = 2 * rate;
+	else
+		c->rate_tokens = Min(2 * rate, c->rate_tokens +
+							 rate * (float) (now - c->rate_at) / USECS_PER_SEC);
+	c->rate_at = now;
+	if (c->rate_tokens < 1)
+		return false;
+	c->rate_tokens -= 1;
+	return true;
+}
+
+/*
  * One whole text message.  The parser's memory is reset afterwards; an
  * error it throws (out of memory) is the client's error reply.
  */
@@ -173,8 +198,15 @@ handle_message(WsConn *c, char *text, size_t len)
 	const char *volatile code = NULL;
 	const char *volatile message = NULL;
 	volatile bool parsed = false;
-	MemoryContext old = MemoryContextSwitchTo(message_cxt);
+	MemoryContext old;
 
+	if (!within_rate(c))
+	{
+		close_after(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate_limited",
+					"more messages than rtevents.max_messages_per_second allows");
+		return;
+	}
+	old = MemoryContextSwitchTo(message_cxt);
 	memset(&m, 0, sizeof(m));
 	PG_TRY();
 	{

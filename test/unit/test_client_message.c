@@ -160,6 +160,24 @@ test_bad(void)
 	expect_error("{\"op\":\"subscribe\",\"sub\":\"s\",\"filter\":{\"type\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\",\"r\",\"s\",\"t\",\"u\",\"v\",\"w\",\"x\",\"y\",\"z\",\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\"]}}",
 				 "bad_filter");
 
+	/* nesting: 8 levels are fine, 9 are not, and strings do not count */
+	expect_error("{\"op\":\"ping\",\"x\":[[[[[[[[1]]]]]]]]}", "bad_message");
+	{
+		RtClientMessage m;
+		const char *code;
+
+		ok(parse("{\"op\":\"ping\",\"x\":[[[[[[1]]]]]],\"y\":\"[[[[[[[[[[[[\\\"{{{{{{{{\"}", &m, &code),
+		   "nesting 7 deep, and brackets inside strings, are fine");
+		rt_request_free(&m.filter);
+	}
+	{
+		char		deep[20010];
+
+		memset(deep, '[', 20000);
+		deep[20000] = '\0';
+		expect_error(deep, "bad_message");
+	}
+
 	/* a routing key one byte over the table's bound */
 	snprintf(big, sizeof(big), "{\"op\":\"subscribe\",\"sub\":\"s\",\"filter\":{\"jobId\":\"%0201d\"}}", 0);
 	expect_error(big, "bad_filter");
