@@ -303,6 +303,53 @@ $$;
 COMMENT ON FUNCTION rt_cleanup(integer, integer) IS
 	'rtevents: delete expired events in batches; returns how many';
 
+-- DELETE /api/events?olderThan=: events older than a time, one stretch of
+-- ids at a time (the primary key bounds each statement's work), so that the
+-- worker can run it between its live reads and no transaction holds locks
+-- or a snapshot for long.  Raises the retention mark as cleanup does, so
+-- that resuming clients learn of the gap.  Returns how many it deleted and
+-- where the next stretch starts; next_after is NULL once past the last id.
+CREATE FUNCTION rt_delete_events(older_than timestamptz,
+								 after_id bigint DEFAULT 0,
+								 span integer DEFAULT 10000,
+								 OUT deleted bigint, OUT next_after bigint)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	m		bigint;
+BEGIN
+	IF older_than IS NULL OR after_id IS NULL THEN
+		RAISE EXCEPTION 'rt_delete_events: older_than and after_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF span IS NULL OR span < 1 OR span > 1000000 THEN
+		RAISE EXCEPTION 'rt_delete_events: span must be between 1 and 1000000, not %',
+			coalesce(span::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+
+	WITH d AS (
+		DELETE FROM @extschema@.execution_events
+		WHERE id > after_id AND id <= after_id + span AND ts < older_than
+		RETURNING id)
+	SELECT count(*), max(d.id) INTO deleted, m FROM d;
+	IF deleted > 0 THEN
+		INSERT INTO @extschema@.rtevents_retention AS r (deleted_upto)
+		VALUES (m)
+		ON CONFLICT (one) DO UPDATE
+			SET deleted_upto = greatest(r.deleted_upto, excluded.deleted_upto);
+	END IF;
+	-- the next stretch starts at the next id that exists: gaps cost nothing
+	SELECT min(id) - 1 INTO next_after
+	FROM @extschema@.execution_events WHERE id > after_id + span;
+END
+$$;
+
+COMMENT ON FUNCTION rt_delete_events(timestamptz, bigint, integer) IS
+	'rtevents: delete events with ts before older_than, in ids (after_id, after_id + span]; returns the count and the next after_id';
+
+REVOKE ALL ON FUNCTION rt_delete_events(timestamptz, bigint, integer) FROM PUBLIC;
+
 -- What TTL cleanup has taken: the retention mark (0 when nothing was ever
 -- deleted) and the lowest id still stored (NULL when the table is empty),
 -- read in one snapshot.  min(id) is the first entry of the primary key.

@@ -84,4 +84,25 @@ SELECT * FROM rt_retention();
 SELECT rt_gap(34) AS gap_34, rt_gap(35) AS gap_35, rt_gap(36) AS gap_36,
 	   rt_gap(37) AS gap_37;
 
+-- rt_delete_events (DELETE /api/events): by ts, a stretch of ids at a time.
+-- Ids 38 to 47 are old (ts a day back) but never expire, 48 and 49 are new.
+INSERT INTO execution_events (type, ts, expires_at)
+SELECT 'old', now() - interval '1 day', NULL FROM generate_series(1, 10);
+INSERT INTO execution_events (type, expires_at) VALUES ('new', NULL), ('new', NULL);
+SELECT min(id) AS first_old, max(id) FILTER (WHERE type = 'old') AS last_old,
+	   max(id) AS last FROM execution_events WHERE id > 37;
+-- The first stretch, (37, 42]: five old events; the next starts after 42.
+SELECT * FROM rt_delete_events(now() - interval '1 hour', 37, 5);
+-- Then (42, 47]: the other five; (47, 52]: nothing old, and nothing after.
+SELECT * FROM rt_delete_events(now() - interval '1 hour', 42, 5);
+SELECT * FROM rt_delete_events(now() - interval '1 hour', 47, 5);
+SELECT type, count(*) FROM execution_events WHERE id > 37 GROUP BY type ORDER BY type;
+-- The mark follows the highest id deleted.
+SELECT deleted_upto FROM rtevents_retention;
+-- A gap between stretches is skipped: from 0, the next stretch starts at
+-- the first stored id above the first stretch.
+SELECT next_after > 0 AS skips_ahead FROM rt_delete_events(now() - interval '1 hour', 0, 1);
+SELECT * FROM rt_delete_events(NULL);
+SELECT * FROM rt_delete_events(now(), 0, 0);
+
 DROP EXTENSION rtevents;
