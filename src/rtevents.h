@@ -394,6 +394,7 @@ extern RtSub *rt_sub_open(RtClient *c, const char *name, RtRequest *req,
 						  bool has_after, int64 after);
 extern void rt_sub_close(RtSub *s);
 extern const char *rt_sub_name(const RtSub *s);
+extern int64 rt_sub_cursor(const RtSub *s);
 extern int	rt_subscriptions(void);
 extern uint64 rt_events_out(void);
 extern uint64 rt_clients_dropped(void);

@@ -809,6 +809,13 @@ rt_sub_name(const RtSub *s)
 	return s->name;
 }
 
+/* Every match up to here is queued for the subscription's client. */
+int64
+rt_sub_cursor(const RtSub *s)
+{
+	return s->cursor;
+}
+
 int
 rt_subscriptions(void)
 {

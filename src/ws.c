@@ -107,9 +107,14 @@ ws_live(RtClient *client, RtSub *s, int64 replayed)
 	char		msg[RT_SUB_NAME_MAX + 96];
 
 	/* sub names are plain (client_message.c): no escaping needed */
+	/*
+	 * after: the subscription has had every matching event up to here, so
+	 * a client that has had none yet can still resume from here.
+	 */
 	snprintf(msg, sizeof(msg),
-			 "{\"op\":\"subscribed\",\"sub\":\"%s\",\"replayed\":" INT64_FORMAT "}",
-			 rt_sub_name(s), replayed);
+			 "{\"op\":\"subscribed\",\"sub\":\"%s\",\"replayed\":" INT64_FORMAT
+			 ",\"after\":" INT64_FORMAT "}",
+			 rt_sub_name(s), replayed, rt_sub_cursor(s));
 	(void) rt_client_queue_message(client, msg);
 }
 

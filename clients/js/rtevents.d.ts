@@ -60,7 +60,7 @@ export interface RtError {
   /** Server codes (bad_filter, too_many_subs, ...), or bad_frame, listener_error. */
   code: string;
   message?: string;
-  /** The subscription concerned, when known. */
+  /** The name of the subscription concerned, when known (the server names it in errors about one). */
   sub?: string;
   transport?: RtTransport;
   /** The exception, for listener_error. */
@@ -88,8 +88,6 @@ export interface RtEventsOptions {
   upgradeInterval?: number;
   /** Consecutive failures, before it ever opened, that make a transport give way to the next. Default 2. */
   fallbackAfter?: number;
-  /** Events a WebSocket connection keeps for subscriptions added to it later. Default 5000. */
-  cacheSize?: number;
   /** Injectable; null or undefined disables the transport. Default: the globals. */
   WebSocket?: (new (url: string) => WebSocket) | null;
   EventSource?: (new (url: string) => EventSource) | null;
@@ -113,6 +111,14 @@ export interface SubscribeOptions<D = Record<string, unknown>> {
   onGap?(info: RtGap, sub: Subscription): void;
   /** Replay done, live from now on; called after each (re)subscription. */
   onReady?(info: RtReady, sub: Subscription): void;
+  /**
+   * An error about this subscription (also an 'error' event). Over WebSocket
+   * it is the server refusing it (bad_filter, too_many_subs, ...): it is then
+   * `error`, and not asked for again until unsubscribed. Over polling, a 4xx
+   * answer (retried every maxDelay); over SSE or polling, a bad_frame on its
+   * own stream.
+   */
+  onError?(err: RtError, sub: Subscription): void;
 }
 
 export interface Subscription {
@@ -125,6 +131,12 @@ export interface Subscription {
   /** Live: its replay is done on the current connection. */
   readonly ready: boolean;
   readonly closed: boolean;
+  /**
+   * Set when the server refused it (a WebSocket error naming it): it stays,
+   * never ready, and is not subscribed again on any connection until
+   * unsubscribe(); null otherwise.
+   */
+  readonly error: RtError | null;
   unsubscribe(): void;
 }
 
@@ -133,7 +145,8 @@ export interface RtEventsEvents {
   /** Every delivery, with the subscription it went to (an event matching two subscriptions comes twice). */
   event: (ev: RtEvent, sub: Subscription) => void;
   gap: (info: RtGap, sub: Subscription) => void;
-  error: (err: RtError) => void;
+  /** sub: the subscription the error is about, when it is one of this client's. */
+  error: (err: RtError, sub?: Subscription) => void;
 }
 
 export declare class RtEvents {
@@ -156,7 +169,11 @@ export declare class RtEvents {
   close(): void;
 }
 
-/** Whether ev passes a normalized filter, by the server's rule. */
+/**
+ * Whether ev passes a normalized filter, by the server's rule. For
+ * applications: the client routes events by the subscriptions the server
+ * names, not by this.
+ */
 export declare function matches(filter: Subscription['filter'], ev: RtEvent): boolean;
 
 export default RtEvents;

@@ -5,6 +5,7 @@
 // history API, when WebSocket cannot connect; reconnects with backoff; resume
 // by event id and per-subscription dedup, so that a subscription sees every
 // matching event once, in ascending id, whatever the transport does.
+// Over WebSocket each events frame names the subscriptions it is for.
 // No dependencies, no build step. Also sets globalThis.RtEvents.
 
 const KEYS = ['executionId', 'batchId', 'jobId', 'organizationId'];
@@ -12,7 +13,7 @@ const ORDER = ['websocket', 'sse', 'poll'];
 const DEFAULTS = {
   minDelay: 1000, maxDelay: 30000, offlineAfter: 8, pollInterval: 2000,
   pingInterval: 25000, connectTimeout: 10000, upgradeInterval: 60000,
-  fallbackAfter: 2, cacheSize: 5000,
+  fallbackAfter: 2,
 };
 
 // The filter as the server takes it: known keys only, type always a list.
@@ -34,8 +35,9 @@ function normFilter(f = {}) {
   return out;
 }
 
-// The server's own rule (README "Subscriptions"); organizationId is a UUID,
-// which the server prints in lower case whatever case the filter used.
+// The server's own rule (README "Subscriptions"), for applications: the
+// client routes by the server's word, never by this. organizationId is a
+// UUID, which the server prints in lower case whatever case the filter used.
 export function matches(f, ev) {
   for (const k of KEYS) {
     const want = f[k];
@@ -91,11 +93,16 @@ class Subscription {
     this.lastId = o.after != null ? Number(o.after) : o.history ? 0 : null;
     this.ready = false;
     this.closed = false;
+    /** The server refused it (an error naming it): it is not asked for again. */
+    this.error = null;
     // For a live subscription that has received nothing yet: an id known to
-    // be at or before its start, to resume from without a gap (see _ready).
+    // be at or before its start, to resume from (_ready, WsT.stop).
     this._floor = null;
   }
-  get _cursor() { return this.lastId ?? this._floor; }
+  get _cursor() {
+    const a = this.lastId, b = this._floor;
+    return a == null ? b : b == null ? a : Math.max(a, b);
+  }
   unsubscribe() { this._rt._unsubscribe(this); }
 }
 
@@ -105,9 +112,8 @@ class WsT {
   constructor(rt) {
     this.rt = rt;
     this.name = 'websocket';
-    this.pend = new Map(); // sub name -> events held until "subscribed" (null: live sub)
-    this.cache = [];       // events received on this connection, for subs added later
-    this.evicted = 0;      // highest id dropped from the cache
+    this.live = new Set(); // names of the subs "subscribed" on this connection
+    this.max = 0;          // highest id received on this connection
   }
   start() {
     const rt = this.rt, ws = this.ws = new rt._WS(rt.url.replace(/^http/, 'ws') + '/ws');
@@ -126,9 +132,9 @@ class WsT {
     this.dead = true;
     this.rt._ct(this.hb);
     // A live sub that has had no event yet resumes from the highest id this
-    // connection got while it was live: the server sent that sub's own
-    // events up to that id before it (one ordered queue per connection).
-    for (const name of this.live || []) {
+    // connection got while it was live: the server queues a live sub's
+    // events in id order with all the connection gets (README, Limits).
+    for (const name of this.live) {
       const s = this.rt._subs.get(name);
       if (s && s.lastId == null && this.max) s._floor = Math.max(s._floor ?? 0, this.max);
     }
@@ -142,21 +148,13 @@ class WsT {
   }
   poke() { this.send({ op: 'ping' }); }
   add(s) {
-    if (!this.up) return; // subscribed at open
+    if (!this.up || s.error) return; // subscribed at open; a refused sub stays out
     const c = s._cursor;
-    if (c != null) {
-      // The server sends an event once per connection: one this connection
-      // already got for another sub is skipped in s's replay, so it must
-      // come from the cache. If the cache no longer reaches back that far,
-      // a fresh connection (all subs from their cursors) is exact again.
-      if (this.evicted > c) return this.rt._down(this, 'resync');
-      this.pend.set(s.name, this.cache.filter((ev) => ev.id > c && matches(s.filter, ev)));
-    } else this.pend.set(s.name, null);
     this.send({ op: 'subscribe', sub: s.name, filter: s.filter, ...(c != null && { after: c }) });
   }
   remove(s) {
-    this.pend.delete(s.name);
-    if (this.up) this.send({ op: 'unsubscribe', sub: s.name });
+    this.live.delete(s.name);
+    if (this.up && !s.error) this.send({ op: 'unsubscribe', sub: s.name });
   }
   // Heartbeat: a ping every pingInterval; two intervals without any frame
   // from the server (a pong included) and the connection is dead.
@@ -177,37 +175,32 @@ class WsT {
     if (!m || typeof m !== 'object') return rt._error({ code: 'bad_frame', message: 'not a JSON object' });
     const s = rt._subs.get(m.sub);
     if (m.op === 'events') {
+      // The frame names the subs its events are for: per sub, exactly its
+      // events, ascending (a sub catching up gets its own copies). Names
+      // not known here (unsubscribed meanwhile) are skipped.
+      if (!Array.isArray(m.subs)) return rt._error({ code: 'bad_frame', message: 'events frame without subs' });
+      const to = m.subs.map((n) => rt._subs.get(n)).filter(Boolean);
       for (const raw of Array.isArray(m.events) ? m.events : []) {
         let ev;
         try { ev = toEvent(raw); } catch { rt._error({ code: 'bad_frame', message: 'not an event' }); continue; }
         rt._seen(ev);
-        this.max = Math.max(this.max || 0, ev.id);
-        this.cache.push(ev);
-        if (this.cache.length > this.rt.o.cacheSize) {
-          for (const old of this.cache.splice(0, this.cache.length >> 1)) this.evicted = Math.max(this.evicted, old.id);
-        }
-        // No sub name on events: every local sub whose filter matches gets
-        // it. A sub still replaying holds it, since its replay (older ids)
-        // may still be coming.
-        for (const sub of rt._subs.values()) {
-          if (!matches(sub.filter, ev)) continue;
-          if (!this.pend.has(sub.name)) rt._deliver(sub, ev);
-          else if (this.pend.get(sub.name) && ev.id > sub._cursor) this.pend.get(sub.name).push(ev);
-        }
+        if (ev.id > this.max) this.max = ev.id;
+        for (const sub of to) rt._deliver(sub, ev);
       }
     } else if (m.op === 'subscribed') {
-      if (!s || !this.pend.has(m.sub)) return;
-      const held = this.pend.get(m.sub);
-      this.pend.delete(m.sub);
-      if (held) for (const ev of held.sort((a, b) => a.id - b.id)) rt._deliver(s, ev);
-      (this.live ||= new Set()).add(m.sub);
-      // What this connection got before "subscribed" went out before s
-      // started (one ordered queue): s's resume point if it stays empty.
-      rt._ready(s, { replayed: m.replayed, transport: this.name }, this.max);
+      if (!s || s.error) return;
+      this.live.add(m.sub); // its resume point if it stays empty: see stop()
+      // the server has had every event of it up to "after": resume from there
+      if (Number.isSafeInteger(m.after)) s._floor = Math.max(s._floor ?? 0, m.after);
+      rt._ready(s, { replayed: m.replayed, transport: this.name });
     } else if (m.op === 'gap') {
       if (s) rt._gap(s, { after: m.after, oldest: m.oldest });
     } else if (m.op === 'error') {
-      rt._error({ code: m.code, message: m.message, transport: this.name });
+      // An error naming a sub of ours refuses its subscribe (bad_filter,
+      // too_many_subs, ...): it fails, and is not asked for again.
+      const err = { code: m.code, message: m.message, ...(m.sub != null && { sub: m.sub }), transport: this.name };
+      if (s) rt._fail(s, err);
+      else rt._error(err);
     }
     // welcome, pong, unsubscribed, and ops from newer servers: nothing to do
   }
@@ -233,6 +226,7 @@ class SseT {
   }
   add(s) {
     const rt = this.rt;
+    if (s.error) return;
     const es = new rt._ES(rt.url + '/api/events/stream?' + query(s.filter, { after: s._cursor }));
     // Every id received before the request went out is at or before the
     // stream's start: s's resume point if it stays empty.
@@ -245,7 +239,7 @@ class SseT {
     };
     es.onmessage = (e) => {
       let ev;
-      try { ev = toEvent(JSON.parse(e.data)); } catch { return rt._error({ code: 'bad_frame', message: 'not an event', sub: s.name }); }
+      try { ev = toEvent(JSON.parse(e.data)); } catch { return rt._error({ code: 'bad_frame', message: 'not an event', sub: s.name }, s); }
       rt._seen(ev);
       rt._deliver(s, ev);
     };
@@ -290,8 +284,9 @@ class PollT {
     this.subs.clear();
   }
   add(s) {
+    if (s.error) return;
     this.subs.set(s, null);
-    this._run(s).catch((e) => this.rt._error({ code: 'bad_frame', message: String(e?.message ?? e), sub: s.name }));
+    this._run(s).catch((e) => this.rt._error({ code: 'bad_frame', message: String(e?.message ?? e), sub: s.name }, s));
   }
   remove(s) {
     this.rt._ct(this.subs.get(s));
@@ -325,13 +320,13 @@ class PollT {
       if (!res.ok) {
         // The server answered: a 4xx is about this sub (a bad filter). Say
         // so, and retry slowly.
-        rt._error({ code: body.error, message: body.message, sub: s.name, transport: this.name });
+        rt._error({ code: body.error, message: body.message, sub: s.name, transport: this.name }, s);
         await this._wait(s, rt.o.maxDelay);
         continue;
       }
       const evs = [];
       for (const raw of Array.isArray(body.events) ? body.events : []) {
-        try { evs.push(toEvent(raw)); } catch { rt._error({ code: 'bad_frame', message: 'not an event', sub: s.name }); }
+        try { evs.push(toEvent(raw)); } catch { rt._error({ code: 'bad_frame', message: 'not an event', sub: s.name }, s); }
       }
       for (const ev of evs) {
         rt._seen(ev);
@@ -561,7 +556,24 @@ export class RtEvents extends Emitter {
     this._emit('gap', info, s);
   }
 
-  _error(info) { this._emit('error', info); }
+  // s: the subscription the error is about, if any (info.sub names it).
+  _error(info, s) {
+    if (s && !s.closed) this._call(s._o.onError, [info, s]);
+    this._emit('error', info, s);
+  }
+
+  // The server refused s: it stays, failed and not ready, and no transport
+  // asks for it again (that would repeat the refusal on every reconnect)
+  // until the application unsubscribes it.
+  _fail(s, info) {
+    if (!s.error) {
+      s.error = info;
+      s.ready = false;
+      this._t?.remove(s);
+      this._p?.remove(s);
+    }
+    this._error(info, s);
+  }
 
   _unsubscribe(s) {
     if (s.closed) return;

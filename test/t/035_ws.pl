@@ -96,8 +96,9 @@ is($welcome->{op}, 'welcome', 'welcome comes first');
 like($welcome->{connection}, qr/^\S+$/, '... with a connection id');
 is($welcome->{heartbeat}, 30, '... and the heartbeat, in seconds');
 my $subscribed = $a->recv_json(5);
-is_deeply($subscribed, { op => 'subscribed', sub => 'default', replayed => 0 },
-	'the query string opens "default", live at once');
+my $stream_at = ($node->safe_psql('postgres', 'SELECT coalesce(max(id), 0) FROM execution_events'));
+is_deeply($subscribed, { op => 'subscribed', sub => 'default', replayed => 0, after => $stream_at },
+	'the query string opens "default", live at once, from the stream\'s position');
 
 my $first = publish(q{SELECT rt_publish('job_started', '{"n":1}', execution_id => 'e1', job_id => 'j1')});
 publish(q{SELECT rt_publish('job_started', '{"n":2}', execution_id => 'other')});
@@ -123,8 +124,8 @@ $a->send_json({ op => 'subscribe', sub => 'jobs', filter => { jobId => 'jx' }, a
 @msgs = until_msg($a, sub { $_->{op} eq 'subscribed' });
 is_deeply([ ids_of(@msgs) ], [ @j[ 2 .. 4 ] ], 'after: the stored events past the cursor');
 is_deeply([ sub_ids('jobs', @msgs) ], [ @j[ 2 .. 4 ] ], '... in frames for "jobs"');
-is_deeply($msgs[-1], { op => 'subscribed', sub => 'jobs', replayed => 3 },
-	'then "subscribed" with the count replayed');
+is_deeply($msgs[-1], { op => 'subscribed', sub => 'jobs', replayed => 3, after => $j[4] },
+	'then "subscribed" with the count replayed and where it is');
 my $both = publish(q{SELECT rt_publish('step', '{}', execution_id => 'e1', job_id => 'jx')});
 @msgs = until_msg($a, sub { grep { $_->{id} == $both } events_of($_) });
 push @msgs, $a->messages_for(0.5);

@@ -6,9 +6,10 @@
 // Events are published with psql: the PG* environment variables choose the
 // database, RTEVENTS_PSQL replaces the command (default "psql -X -q -A -t").
 // Checks, over a real WebSocket: history then live; a second subscription
-// added to the open connection gets the events the server sent once for the
-// first; a reconnect while events are published loses and repeats nothing;
-// the polling transport sees the same events.
+// added to the open connection gets, in its own replay, the events the
+// connection already had for the first; a reconnect while events are
+// published loses and repeats nothing; the polling transport sees the same
+// events.
 
 import { execFile } from 'node:child_process';
 import { RtEvents } from '../rtevents.js';
@@ -65,8 +66,8 @@ try {
   await until('live', () => all.length === 20);
   check('history then live', all, 20);
 
-  // Events 1..20 went out once, for a; b's replay skips those: they come
-  // from what the connection already received.
+  // Events 1..20 went out for a; b's replay brings its own copies of its
+  // 10, in frames naming b alone.
   const odd = [];
   const b = rt.subscribe({ executionId: exec, jobId: 'j1' }, { history: true, onEvent: (e) => odd.push(e.id) });
   await until('b ready', () => b.ready);

@@ -64,7 +64,8 @@ export function fakeWebSocket() {
       if (welcome) this.recv({ op: 'welcome', connection: '1', heartbeat: 30 });
     }
     recv(m) { this.onmessage?.({ data: typeof m === 'string' ? m : JSON.stringify(m) }); }
-    events(...evs) { this.recv({ op: 'events', events: evs }); }
+    /** An events frame for subs (a name or a list of names), as the server sends it. */
+    events(subs, ...evs) { this.recv({ op: 'events', subs: [].concat(subs), events: evs }); }
     subscribed(sub, replayed = 0) { this.recv({ op: 'subscribed', sub, replayed }); }
     fail() { this.readyState = 3; this.onerror?.({}); this.onclose?.({ code: 1006 }); }
     drop(code = 1006, reason = '') { this.readyState = 3; this.onclose?.({ code, reason }); }

@@ -182,7 +182,7 @@ test('any frame counts as traffic for the heartbeat', async () => {
   ws.open();
   for (let i = 1; i <= 6; i++) {
     await clock.advance(25000);
-    ws.events({ id: i, type: 't', ts: '2026-01-01T00:00:00Z', executionId: 'e1', data: {} });
+    ws.events('s1', { id: i, type: 't', ts: '2026-01-01T00:00:00Z', executionId: 'e1', data: {} });
   }
   assert.equal(ws.closedWith, null);
   assert.equal(rt.status, 'open');

@@ -136,7 +136,8 @@ test('polling: a 5xx or a network error is a failure (backoff), a 4xx an error f
     return page([]);
   });
   const f = makeRt({ WebSocket: null, EventSource: null, fetch, random: () => 1 });
-  record(f.rt, { executionId: 'e1' }, { after: 1 });
+  const mine = [];
+  const sub = f.rt.subscribe({ executionId: 'e1' }, { after: 1, onError: (e, s) => mine.push([e.code, s.name]) });
   await f.clock.advance(0);
   assert.equal(f.rt.status, 'open');
   mode = 'down';
@@ -152,6 +153,8 @@ test('polling: a 5xx or a network error is a failure (backoff), a 4xx an error f
   await f.clock.advance(2000);
   assert.equal(f.rt.status, 'open', 'the server answered');
   assert.deepEqual(f.errors.map((e) => [e.code, e.sub, e.transport]), [['bad_filter', 's1', 'poll']]);
+  assert.deepEqual(mine, [['bad_filter', 's1']], 'its onError too');
+  assert.equal(sub.error, null, 'not failed: polling retries it');
   const n = fetch.calls.length;
   await f.clock.advance(29999);
   assert.equal(fetch.calls.length, n, 'a refused sub is retried slowly');
@@ -196,7 +199,7 @@ test('on polling, WebSocket is tried again every upgradeInterval; when it opens,
   assert.equal(f.rt.transport, 'websocket');
   assert.equal(f.rt.status, 'open');
   assert.deepEqual(ws.ops('subscribe'), [{ op: 'subscribe', sub: 's1', filter: { executionId: 'e1' }, after: 3 }]);
-  ws.events(ev(3), ev(4));
+  ws.events('s1', ev(3), ev(4));
   ws.subscribed('s1', 1);
   assert.deepEqual(a.got.ids, [1, 2, 3, 4]);
   await f.clock.advance(10000);
@@ -318,4 +321,59 @@ test('polling: an answer that is not the history format is not an exception', as
   await f.clock.advance(f.clock.pending()[0]);
   assert.deepEqual(a.got.ids, [1]);
   assert.equal(f.rt.status, 'open');
+});
+
+test('SSE: a message that is not an event is an error for its sub (its onError), not an exception', () => {
+  const f = makeRt({ WebSocket: null });
+  const mine = [];
+  const a = record(f.rt, { executionId: 'e1' });
+  f.rt.subscribe({ executionId: 'e2' }, { onError: (e, s) => mine.push([e.code, s.name]) });
+  f.ES.all.forEach((e) => e.open());
+  f.ES.all[1].onmessage({ data: 'not json' });
+  f.ES.all[1].send(ev(3, { executionId: 'e2' }));
+  assert.deepEqual(mine, [['bad_frame', 's2']]);
+  assert.deepEqual(f.errors.map((e) => [e.code, e.sub]), [['bad_frame', 's2']]);
+  assert.deepEqual(a.got.ids, []);
+  assert.equal(f.rt.status, 'open');
+});
+
+test('a sub the server refused over WebSocket is not asked for on another transport either', async () => {
+  const f = makeRt({ transports: ['sse', 'websocket'] });
+  const a = record(f.rt, { executionId: 'e1' });
+  const b = record(f.rt, { organizationId: 'not-a-uuid' });
+  f.ES.all[0].fail();
+  await f.clock.advance(f.clock.pending()[0]);
+  f.ES.last().fail();
+  await f.clock.advance(0);
+  assert.equal(f.rt.transport, 'websocket');
+  const ws = f.WS.last();
+  ws.open();
+  ws.recv({ op: 'error', sub: 's2', code: 'bad_filter', message: 'organizationId is not a UUID' });
+  assert.equal(b.sub.error.code, 'bad_filter');
+  const n = f.ES.all.length;
+  f.rt.reconnect(); // from the best transport: SSE
+  assert.equal(f.rt.transport, 'sse');
+  assert.deepEqual(f.ES.all.slice(n).map((e) => e.params.get('executionId')), ['e1'], 'a stream for s1 only');
+  f.ES.last().open();
+  assert.equal(f.rt.status, 'open');
+  assert.ok(a);
+
+  // the same on polling
+  let down = true;
+  const fetch = fakeFetch(() => (down ? new Error('refused') : page([])));
+  const g = makeRt({ transports: ['poll', 'websocket'], fetch });
+  record(g.rt, { executionId: 'e1' }, { after: 0 });
+  record(g.rt, { organizationId: 'not-a-uuid' }, { after: 0 });
+  await g.clock.advance(0);
+  await g.clock.advance(g.clock.pending()[0]);
+  assert.equal(g.rt.transport, 'websocket');
+  g.WS.last().open();
+  g.WS.last().recv({ op: 'error', sub: 's2', code: 'bad_filter', message: 'organizationId is not a UUID' });
+  down = false;
+  const m = fetch.calls.length;
+  g.rt.reconnect();
+  await g.clock.advance(0);
+  assert.equal(g.rt.transport, 'poll');
+  assert.equal(g.rt.status, 'open');
+  assert.deepEqual(fetch.calls.slice(m).map((u) => u.searchParams.get('executionId')), ['e1'], 'polls for s1 only');
 });

@@ -33,7 +33,7 @@ test('the hook subscribes, and returns events, lastEvent, status', () => {
   assert.equal(c.result.status, 'open');
   assert.equal(c.result.transport, 'websocket');
   assert.deepEqual(ws.ops('subscribe'), [{ op: 'subscribe', sub: 's1', filter: { executionId: 'e1', type: ['job_progress'] }, after: 0 }]);
-  ws.events(ev(1), ev(2));
+  ws.events('s1', ev(1), ev(2));
   ws.subscribed('s1', 2);
   flush(c);
   assert.deepEqual(c.result.events.map((e) => e.id), [1, 2]);
@@ -52,7 +52,7 @@ test('a filter equal by value keeps the subscription; a changed one resubscribes
   const ws = WS.last();
   ws.open();
   ws.subscribed('s1');
-  ws.events(ev(5, { type: 'a' }));
+  ws.events('s1', ev(5, { type: 'a' }));
   flush(c);
   filter = { type: ['a', 'b'], executionId: 'e1', jobId: undefined };
   flush(c, () => useRtEvents({ ...filter }, { url, connection }));
@@ -76,7 +76,7 @@ test('one shared RtEvents per url, closed a while after its last hook unmounts',
   WS.last().open();
   WS.last().subscribed('s1');
   WS.last().subscribed('s2');
-  WS.last().events(ev(1));
+  WS.last().events(['s1', 's2'], ev(1));
   flush(a);
   flush(b);
   assert.deepEqual(a.result.events.map((e) => e.id), [1]);
@@ -115,10 +115,10 @@ test('limit keeps the last events only; onEvent is the latest callback, without 
   const c = render(hook);
   WS.last().open();
   WS.last().subscribed('s1');
-  WS.last().events(ev(1), ev(2));
+  WS.last().events('s1', ev(1), ev(2));
   tag = 'second';
   flush(c, () => useRtEvents({ executionId: 'e1' }, { url, connection, limit: 2, onEvent: (e) => seen.push([tag, e.id]) }));
-  WS.last().events(ev(3));
+  WS.last().events('s1', ev(3));
   flush(c);
   assert.deepEqual(c.result.events.map((e) => e.id), [2, 3]);
   assert.deepEqual(seen, [['first', 1], ['first', 2], ['second', 3]]);
