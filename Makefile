@@ -23,17 +23,19 @@ OBJS = \
 	src/stream.o \
 	src/replay.o \
 	src/request.o \
+	src/auth.o \
 	src/subscription.o \
 	src/sse.o \
 	src/client_message.o \
 	src/ws.o \
 	src/history.o \
+	src/admin.o \
 	src/assets_data.o
 
 DATA = sql/rtevents--0.1.sql
 PGFILEDESC = "rtevents - real-time event hub inside PostgreSQL"
 
-REGRESS = publish validation insert_paths history ttl indexes connections
+REGRESS = publish validation insert_paths history ttl indexes connections auth
 # pg_regress starts its own cluster with rtevents preloaded (initdb refuses
 # root: run as an ordinary user, as test/run does).
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regress.conf
@@ -47,6 +49,8 @@ PG_CFLAGS = -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-in
 PG_CPPFLAGS += -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 SHLIB_LINK += -lwebsockets
+# auth.c's HMAC-SHA256: OpenSSL's, as Postgres' own pg_hmac wraps it.
+SHLIB_LINK += -lcrypto
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -55,7 +59,7 @@ include $(PGXS)
 # Unit tests of the worker's pure C modules: plain programs printing TAP,
 # run by test/t/000_unit.pl.
 UNIT_TESTS = test/unit/test_sequencer test/unit/test_connections \
-	test/unit/test_client_message
+	test/unit/test_client_message test/unit/test_auth
 EXTRA_CLEAN = $(UNIT_TESTS)
 
 unit-tests: $(UNIT_TESTS)
@@ -68,6 +72,12 @@ test/unit/test_client_message: test/unit/test_client_message.c \
 		src/client_message.c src/request.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport \
 		-lwebsockets
+
+# auth.c without rt_token (RT_AUTH_STANDALONE), which needs the backend
+test/unit/test_auth: test/unit/test_auth.c src/auth.c src/rtevents.h
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DRT_AUTH_STANDALONE -o $@ \
+		test/unit/test_auth.c src/auth.c -L$(pkglibdir) -lpgcommon -lpgport \
+		-lcrypto
 
 .PHONY: unit-tests
 
@@ -86,3 +96,46 @@ EXTRA_CLEAN += src/assets_data.c
 
 # Every module includes the one header: a change to it rebuilds them all.
 $(OBJS): src/rtevents.h
+
+# libFuzzer targets, built with clang, ASan and UBSan; fuzz/run builds them
+# and runs each on its corpus (fuzz/corpus/<name>) for a bounded time.
+FUZZ_CC ?= clang
+FUZZ_CFLAGS ?= -g -O1 -std=gnu99 -fno-omit-frame-pointer -fwrapv \
+	-fno-strict-aliasing -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -Wall -Wextra -Wno-unused-parameter \
+	-Wno-missing-field-initializers -Wno-ignored-attributes
+FUZZ_LIBS = -L$(pkglibdir) -lpgcommon -lpgport
+PARSER_FUZZ_TARGETS = fuzz/fuzz_request fuzz/fuzz_client_message \
+	fuzz/fuzz_event_json
+FUZZ_TARGETS += $(PARSER_FUZZ_TARGETS)
+EXTRA_CLEAN += $(PARSER_FUZZ_TARGETS)
+
+# request.c is #included by its harness (for its static RFC 3339 check),
+# which also stands in for libwebsockets' query-string lookup.
+fuzz/fuzz_request: fuzz/fuzz_request.c fuzz/support.c src/request.c src/rtevents.h
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_request.c $(FUZZ_LIBS)
+
+fuzz/fuzz_client_message: fuzz/fuzz_client_message.c fuzz/support.c \
+		src/client_message.c src/request.c src/rtevents.h
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_client_message.c \
+		src/client_message.c src/request.c $(FUZZ_LIBS) -lwebsockets
+
+# event_json.c's other functions need the backend: lld drops their sections
+# (GNU ld would still want their symbols), and the harness supplies
+# escape_json and JsonEncodeDateTime.
+fuzz/fuzz_event_json: fuzz/fuzz_event_json.c fuzz/support.c src/event_json.c src/rtevents.h
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -ffunction-sections -fdata-sections \
+		-fuse-ld=lld -Wl,--gc-sections -o $@ fuzz/fuzz_event_json.c \
+		src/event_json.c $(FUZZ_LIBS)
+
+# Tokens: rt_auth_verify and rt_auth_allows on arbitrary bytes.
+FUZZ_TARGETS += fuzz/fuzz_token
+EXTRA_CLEAN += fuzz/fuzz_token
+
+fuzz/fuzz_token: fuzz/fuzz_token.c src/auth.c src/rtevents.h
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -DRT_AUTH_STANDALONE -o $@ \
+		fuzz/fuzz_token.c src/auth.c $(FUZZ_LIBS) -lcrypto
+
+fuzz: $(FUZZ_TARGETS)
+
+.PHONY: fuzz

@@ -35,6 +35,7 @@ shared_preload_libraries = 'rtevents'
 rtevents.listen_addresses = '127.0.0.1'
 rtevents.port = $port
 rtevents.cleanup_interval = 0
+rtevents.auth = none
 CONF
 as_pg "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 psql=("$pg_bin/psql" -X -q -h "$dir" -p "$pgport" -U postgres -d postgres)

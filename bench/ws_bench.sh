@@ -82,6 +82,7 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 
 as_pg "$pg_bin/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
 cat >>"$dir/data/postgresql.conf" <<CONF
@@ -93,6 +94,7 @@ rtevents.listen_addresses = '127.0.0.1'
 rtevents.port = $port
 rtevents.max_connections = 20000
 rtevents.cleanup_interval = 0
+rtevents.auth = none
 CONF
 [ -n "${HEARTBEAT:-}" ] && echo "rtevents.heartbeat = '$HEARTBEAT'" >>"$dir/data/postgresql.conf"
 psql=("$pg_bin/psql" -X -q -A -t -h "$dir" -p "$pgport" -U postgres -d postgres)

@@ -391,3 +391,19 @@ $$;
 
 COMMENT ON FUNCTION rt_gap(bigint) IS
 	'rtevents: NULL when no event above the cursor after was deleted by TTL cleanup (after >= deleted_upto, or after NULL); otherwise the lowest id above after still stored, or deleted_upto + 1 when none is';
+
+-- A token for the server worker's clients: HS256, signed with
+-- rtevents.jwt_secret (src/auth.c).  exp = now + ttl and iat = now unless
+-- the claims give their own (the claims' exp wins over ttl).  Claims the
+-- worker would refuse (an unknown rt key, too many values, ...) are refused
+-- here.  Whoever may run it may mint any token, admin included: it is not
+-- granted to PUBLIC; GRANT EXECUTE to the role that issues tokens.
+CREATE FUNCTION rt_token(claims jsonb, ttl interval DEFAULT '1 hour')
+RETURNS text
+AS 'MODULE_PATHNAME', 'rt_token'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION rt_token(jsonb, interval) IS
+	'rtevents: an HS256 token (JWT) for the claims, signed with rtevents.jwt_secret; exp = now + ttl unless the claims give exp';
+
+REVOKE ALL ON FUNCTION rt_token(jsonb, interval) FROM PUBLIC;

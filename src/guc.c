@@ -16,6 +16,7 @@
 
 #include "miscadmin.h"
 #include "libpq-fe.h"
+#include "tcop/tcopprot.h"
 #include "utils/guc.h"
 
 #include "rtevents.h"
@@ -33,6 +34,52 @@ int			rt_max_client_buffer = 4096;
 int			rt_batch_ms = 0;
 int			rt_client_timeout = 60;
 int			rt_max_connections = 10000;
+char	   *rt_jwt_secret = NULL;
+int			rt_auth_mode = RT_AUTH_TOKEN;
+
+static const struct config_enum_entry auth_mode_options[] = {
+	{"token", RT_AUTH_TOKEN, false},
+	{"none", RT_AUTH_NONE, false},
+	{NULL, 0, false}
+};
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static bool
+names_jwt_secret(const char *s)
+{
+	for (; s != NULL && *s != '\0'; s++)
+		if (pg_strncasecmp(s, "jwt_secret", 10) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * rtevents.jwt_secret must never reach the log, but on reload the
+ * postmaster logs every parameter that changed with its new value
+ * ("parameter ... changed to ..."), and Postgres has no flag to spare a
+ * secret.  A message that names the parameter and holds its value is
+ * replaced; an error in a statement that names it is logged without the
+ * statement (ALTER SYSTEM SET rtevents.jwt_secret = '...' inside a
+ * transaction block, say).  This works where rtevents is loaded: in the
+ * postmaster only when it is preloaded, as the worker needs anyway.
+ */
+static void
+hide_jwt_secret(ErrorData *edata)
+{
+	static const char changed[] = "parameter \"rtevents.jwt_secret\" changed";
+
+	if (edata->message != NULL && rt_jwt_secret != NULL &&
+		rt_jwt_secret[0] != '\0' && names_jwt_secret(edata->message) &&
+		strstr(edata->message, rt_jwt_secret) != NULL)
+		edata->message = pstrdup(strncmp(edata->message, changed,
+										 sizeof(changed) - 1) == 0 ? changed :
+								 "message withheld: it held the value of rtevents.jwt_secret");
+	if (names_jwt_secret(debug_query_string))
+		edata->hide_stmt = true;
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
 char	   *rt_ssl_cert_file = NULL;
 char	   *rt_ssl_key_file = NULL;
 char	   *rt_allowed_origins = NULL;
@@ -275,6 +322,39 @@ rt_define_gucs(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	/*
+	 * Defined in every backend, not only the preloading one: rt_token() signs
+	 * with it.  Superuser-only and left out of SHOW ALL, so that other roles
+	 * cannot read it; PGC_SIGHUP, not SUSET, so that it can only come from
+	 * the server's configuration files, never from ALTER ROLE or ALTER
+	 * DATABASE settings (pg_db_role_setting is readable by everyone).  No
+	 * check hook: a refused value would be quoted in the log.
+	 */
+	DefineCustomStringVariable("rtevents.jwt_secret",
+							   "Secret that signs and checks rtevents tokens (HS256).",
+							   "At least 32 bytes, used as they are. Empty: no token is "
+							   "valid, and rt_token() refuses to sign.",
+							   &rt_jwt_secret,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("rtevents.auth",
+							 "Whether clients of the rtevents worker need a token.",
+							 "token: every stream, subscription and history request needs "
+							 "a valid token, and sees only what its claims allow; none: "
+							 "anyone who reaches the port sees every event.",
+							 &rt_auth_mode,
+							 RT_AUTH_TOKEN,
+							 auth_mode_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = hide_jwt_secret;
 
 	MarkGUCPrefixReserved("rtevents");
 }

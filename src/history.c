@@ -101,7 +101,8 @@ history_done(void *owner, bool ok, bool more)
 
 /*
  * LWS_CALLBACK_HTTP for GET /api/events.  Returns 0 when the query is under
- * way (the reply follows on writable), 1 with *code and *message for a 400,
+ * way (the reply follows on writable), an HTTP status to refuse
+ * with (400, 401, 403, 503), *code and *message set,
  * -1 to drop the connection.
  */
 int
@@ -111,6 +112,8 @@ rt_history_open(struct lws *wsi, void **user, const char **code,
 	static const RtReplayHooks hooks = {history_row, history_done, NULL};
 	HistoryRequest *h = calloc(1, sizeof(HistoryRequest));
 	char		peer[64];
+	RtAuthClaims claims;
+	unsigned int status;
 
 	if (h == NULL)
 		return -1;
@@ -119,8 +122,16 @@ rt_history_open(struct lws *wsi, void **user, const char **code,
 	{
 		rt_request_free(&h->req);
 		free(h);
-		return 1;
+		return HTTP_STATUS_BAD_REQUEST;
 	}
+	/* History obeys the same rule as live delivery. */
+	if ((status = rt_http_authorize(wsi, &h->req, false, &claims, code, message)) != 0)
+	{
+		rt_request_free(&h->req);
+		free(h);
+		return (int) status;
+	}
+	rt_auth_claims_free(&claims);
 	if (lws_get_peer_simple(wsi, peer, sizeof(peer)) == NULL)
 		peer[0] = '\0';
 	if ((h->conn = rt_conn_acquire(RT_CONN_HISTORY, peer)) < 0)
@@ -129,7 +140,7 @@ rt_history_open(struct lws *wsi, void **user, const char **code,
 		free(h);
 		*code = "server_full";
 		*message = "the server holds as many clients as rtevents.max_connections allows; retry later";
-		return 1;
+		return HTTP_STATUS_SERVICE_UNAVAILABLE;
 	}
 	if (!append(h, "{\"events\":[", 11) ||
 		(h->replay = rt_replay_query(&h->req, h->req.has_after ? h->req.after : -1,

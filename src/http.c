@@ -66,6 +66,7 @@ static const Route routes[] = {
 	{"/metrics", LWSHUMETH_GET, metrics},
 	{"/api/events/stream", LWSHUMETH_GET, NULL, RT_HTTP_SSE},
 	{"/api/events", LWSHUMETH_GET, NULL, RT_HTTP_HISTORY},
+	{"/api/events", LWSHUMETH_DELETE, NULL, RT_HTTP_ADMIN},
 };
 
 static const char *const method_names[] = {
@@ -281,6 +282,58 @@ rt_http_add_cors(struct lws *wsi, unsigned char **p, unsigned char *end)
 									   (int) strlen(origin), p, end) ||
 		lws_add_http_header_by_name(wsi, (const unsigned char *) "vary:",
 									(const unsigned char *) "Origin", 6, p, end);
+}
+
+/*
+ * Who is asking: the request's token, from "Authorization: Bearer", else
+ * from the token query parameter (browsers cannot set headers on WebSocket
+ * or EventSource; the worker logs no URLs), checked against
+ * rtevents.jwt_secret, and the request's filter against the token's claims.
+ * With rtevents.auth = none a request without a token may see anything;
+ * deleting (admin) always needs an admin token.  Returns 0 with *claims to
+ * free, or the HTTP status to refuse with, *code and *message set.
+ */
+unsigned int
+rt_http_authorize(struct lws *wsi, const RtRequest *req, bool admin,
+				  RtAuthClaims *claims, const char **code, const char **message)
+{
+	char		header[RT_AUTH_TOKEN_MAX + 16];
+	char		arg[RT_AUTH_TOKEN_MAX + 16];
+	const char *token = NULL;
+
+	memset(claims, 0, sizeof(*claims));
+	if (lws_hdr_copy(wsi, header, sizeof(header), WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+		pg_strncasecmp(header, "Bearer ", 7) == 0)
+		token = header + 7;
+	else
+		token = lws_get_urlarg_by_name(wsi, "token=", arg, sizeof(arg));
+
+	if (token == NULL || *token == '\0')
+	{
+		if (rt_auth_mode == RT_AUTH_NONE && !admin)
+			return 0;
+		*code = "unauthorized";
+		*message = admin ? "deleting events needs an admin token (Authorization: Bearer)" :
+			"a token is required: Authorization: Bearer, or the token parameter";
+		return HTTP_STATUS_UNAUTHORIZED;
+	}
+	if (!rt_auth_verify(token, strlen(token), rt_jwt_secret, (int64) time(NULL),
+						claims, code, message))
+		return HTTP_STATUS_UNAUTHORIZED;
+	if (admin && !claims->admin)
+	{
+		rt_auth_claims_free(claims);
+		*code = "forbidden";
+		*message = "deleting events needs a token with \"admin\": true";
+		return HTTP_STATUS_FORBIDDEN;
+	}
+	if (req != NULL && !rt_auth_allows(claims, req, message))
+	{
+		rt_auth_claims_free(claims);
+		*code = "forbidden";
+		return HTTP_STATUS_FORBIDDEN;
+	}
+	return 0;
 }
 
 /* Does the client take gzip?  A plain search: "gzip;q=0" is not worth more. */
@@ -525,13 +578,25 @@ rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade)
 		const char *message;
 
 		memset(&req, 0, sizeof(req));
-		if (rt_request_parse(wsi, &req, false, &code, &message))
+		if (!rt_request_parse(wsi, &req, false, &code, &message))
+			reply_error(&reply, HTTP_STATUS_BAD_REQUEST, code, message);
+		else
 		{
-			rt_request_free(&req);
-			return 0;
+			RtAuthClaims claims;
+			/* the query string's filter, if it names one, is checked now */
+			unsigned int status = rt_http_authorize(wsi,
+													rt_request_has_filter(&req) || req.has_after ? &req : NULL,
+													false, &claims, &code, &message);
+
+			rt_auth_claims_free(&claims);
+			if (status == 0)
+			{
+				rt_request_free(&req);
+				return 0;
+			}
+			reply_error(&reply, status, code, message);
 		}
 		rt_request_free(&req);
-		reply_error(&reply, HTTP_STATUS_BAD_REQUEST, code, message);
 	}
 	(void) send_reply(wsi, &reply, false, false);
 	return 1;
@@ -587,14 +652,14 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 					rc = reply.kind == RT_HTTP_SSE ?
 						rt_sse_open(wsi, &session->state, &code, &message) :
+						reply.kind == RT_HTTP_ADMIN ?
+						rt_admin_open(wsi, &session->state, &code, &message) :
 						rt_history_open(wsi, &session->state, &code, &message);
 					if (rc == 0)
 						session->kind = reply.kind;
 					if (rc <= 0)
 						return rc;
-					reply_error(&reply, strcmp(code, "server_full") == 0 ?
-								HTTP_STATUS_SERVICE_UNAVAILABLE :
-								HTTP_STATUS_BAD_REQUEST, code, message);
+					reply_error(&reply, rc, code, message);
 				}
 				return send_reply(wsi, &reply, method == LWSHUMETH_HEAD, true);
 			}
@@ -604,9 +669,11 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				break;
 			if (session->kind == RT_HTTP_SSE)
 				return rt_sse_writable(wsi, session->state);
-			if (session->kind == RT_HTTP_HISTORY)
+			if (session->kind == RT_HTTP_HISTORY || session->kind == RT_HTTP_ADMIN)
 			{
-				int			rc = rt_history_writable(wsi, session->state);
+				bool		history = session->kind == RT_HTTP_HISTORY;
+				int			rc = history ? rt_history_writable(wsi, session->state) :
+					rt_admin_writable(wsi, session->state);
 
 				if (rc <= 0)
 					return rc;
@@ -614,7 +681,10 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				 * Sent: end the request before the transaction, which may
 				 * free this session's memory for the connection's next one.
 				 */
-				rt_history_closed(session->state);
+				if (history)
+					rt_history_closed(session->state);
+				else
+					rt_admin_closed(session->state);
 				session->state = NULL;
 				session->kind = RT_HTTP_NONE;
 				return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -628,6 +698,8 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				rt_sse_closed(session->state);
 			else if (session->kind == RT_HTTP_HISTORY)
 				rt_history_closed(session->state);
+			else if (session->kind == RT_HTTP_ADMIN)
+				rt_admin_closed(session->state);
 			session->state = NULL;
 			session->kind = RT_HTTP_NONE;
 			break;

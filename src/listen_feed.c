@@ -75,7 +75,8 @@ typedef enum FeedQuery
 	FEED_Q_SCHEMA,				/* where is the extension? */
 	FEED_Q_INIT,				/* the highest id, and the horizon */
 	FEED_Q_READ,				/* rt_read_events() */
-	FEED_Q_REPLAY				/* a page of a client's replay (replay.c) */
+	FEED_Q_REPLAY,				/* a page of a client's replay (replay.c) */
+	FEED_Q_ADMIN				/* a stretch of an admin's delete (admin.c) */
 } FeedQuery;
 
 typedef enum FeedPhase
@@ -109,6 +110,12 @@ typedef struct Feed
 	char		read_sql[256 + 2 * NAMEDATALEN];
 	char		replay_sql[1024 + 8 * NAMEDATALEN];
 	bool		replay_failed;	/* the replay page in flight failed */
+	char		admin_sql[256 + 2 * NAMEDATALEN];
+	bool		admin_failed;	/* the stretch in flight failed */
+	int64		admin_deleted;	/* its result */
+	bool		admin_has_next;
+	int64		admin_next;
+	bool		admin_turn;		/* replays and deletes take turns */
 	RtSequencer seq;
 	bool		seq_started;	/* the live stream's start is known */
 	int64		early_announced;	/* announced before it was */
@@ -276,6 +283,8 @@ feed_close(void)
 	hold_end();
 	if (feed.query == FEED_Q_REPLAY)
 		rt_replay_page_lost();
+	if (feed.query == FEED_Q_ADMIN)
+		rt_admin_done(false, true, 0, false, 0);
 	feed.query = FEED_Q_NONE;
 	feed.schema_known = false;
 	if (feed.wsi != NULL)
@@ -650,8 +659,13 @@ feed_next_query(void)
 	feed_maybe_read();
 	if (feed.phase != FEED_UP || feed.query != FEED_Q_NONE || !feed.schema_known)
 		return;
-	if (rt_replay_next_page(params, buf))
+	feed.admin_turn = !feed.admin_turn;
+	if (feed.admin_turn && rt_admin_next(params, buf))
+		feed_send(FEED_Q_ADMIN, feed.admin_sql, 3, params);
+	else if (rt_replay_next_page(params, buf))
 		feed_send(FEED_Q_REPLAY, feed.replay_sql, RT_REPLAY_PARAMS, params);
+	else if (rt_admin_next(params, buf))
+		feed_send(FEED_Q_ADMIN, feed.admin_sql, 3, params);
 }
 
 static void
@@ -821,6 +835,9 @@ feed_schema_result(const PGresult *res)
 			 " since => $7::timestamptz, until => $8::timestamptz,"
 			 " lim => $9::integer, off => $10::integer) e ON e.id <= $11::bigint",
 			 schema, schema, schema);
+	snprintf(feed.admin_sql, sizeof(feed.admin_sql),
+			 "SELECT deleted, next_after FROM %s.rt_delete_events($1::timestamptz,"
+			 " $2::bigint, $3::integer)", schema);
 	snprintf(feed.init_sql, sizeof(feed.init_sql),
 			 "SELECT coalesce((SELECT max(id) FROM %s.execution_events), 0), horizon"
 			 " FROM %s.rt_read_events(0, 0, 1)", schema, schema);
@@ -833,6 +850,12 @@ feed_result(PGresult *res)
 {
 	ExecStatusType status = PQresultStatus(res);
 
+	if (status != PGRES_TUPLES_OK && feed.query == FEED_Q_ADMIN)
+	{
+		elog(LOG, "rtevents feed: a delete failed: %s", PQresultErrorMessage(res));
+		feed.admin_failed = true;
+		return;
+	}
 	if (status != PGRES_TUPLES_OK && feed.query == FEED_Q_REPLAY)
 	{
 		/* The client's filter, not the feed, is at fault: tell the client. */
@@ -862,6 +885,16 @@ feed_result(PGresult *res)
 			break;
 		case FEED_Q_REPLAY:
 			feed_replay_result(res);
+			break;
+		case FEED_Q_ADMIN:
+			if (PQntuples(res) != 1 || PQnfields(res) != 2 || PQgetisnull(res, 0, 0))
+				feed.admin_failed = true;
+			else
+			{
+				feed.admin_deleted = value_int64(res, 0, 0);
+				feed.admin_has_next = !PQgetisnull(res, 0, 1);
+				feed.admin_next = feed.admin_has_next ? value_int64(res, 0, 1) : 0;
+			}
 			break;
 		case FEED_Q_LISTEN:
 		case FEED_Q_NONE:
@@ -895,6 +928,12 @@ feed_query_done(void)
 		case FEED_Q_REPLAY:
 			rt_replay_page_done(!feed.replay_failed);
 			feed.replay_failed = false;
+			feed_next_query();
+			return;
+		case FEED_Q_ADMIN:
+			rt_admin_done(!feed.admin_failed, false, feed.admin_deleted,
+						  feed.admin_has_next, feed.admin_next);
+			feed.admin_failed = false;
 			feed_next_query();
 			return;
 		case FEED_Q_READ:

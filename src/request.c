@@ -212,6 +212,13 @@ is_rfc3339(const char *s)
 		p[6] == '\0';
 }
 
+/* For other modules: an RFC 3339 timestamp, as the shape check above. */
+bool
+rt_request_timestamp_ok(const char *s)
+{
+	return strlen(s) <= RT_REQ_VALUE_MAX && is_rfc3339(s);
+}
+
 static bool
 int_arg(struct lws *wsi, const char *name_eq, int lo, int hi, int *value,
 		bool *bad)

@@ -18,10 +18,12 @@
  *	replay.c			catching clients up from the table, page by page
  *	subscription.c		subscriptions, their index, and the client queues they fill
  *	request.c			the filter and cursor of an HTTP request
+ *	auth.c				tokens: what a client may see (rtevents.jwt_secret), rt_token()
  *	sse.c				GET /api/events/stream: Server-Sent Events
  *	ws.c				GET /ws: the WebSocket protocol
  *	client_message.c	what a WebSocket client may say, parsed
  *	history.c			GET /api/events: history as JSON
+ *	admin.c				DELETE /api/events: admins delete old events
  *	cleanup_worker.c	the background worker that runs TTL cleanup
  *	server_worker.c		the background worker that serves clients: its event loop
  *	listen_feed.c		the server worker's LISTEN connection
@@ -71,6 +73,8 @@ extern char *rt_ssl_key_file;
 extern char *rt_allowed_origins;
 extern int	rt_max_messages_per_second;
 extern int	rt_max_connections;
+extern char *rt_jwt_secret;
+extern int	rt_auth_mode;
 
 extern void rt_define_gucs(void);
 
@@ -278,15 +282,57 @@ extern bool rt_request_add_type(RtRequest *c, const char *t,
 								const char **message, bool *oom);
 extern bool rt_request_end_types(RtRequest *c, bool *oom);
 extern bool rt_request_has_filter(const RtRequest *c);
+extern bool rt_request_timestamp_ok(const char *s);
 extern bool rt_request_matches(const RtRequest *req, const RtEventKeys *keys);
 extern void rt_request_free(RtRequest *req);
+
+/*
+ * auth.c: HS256 JSON Web Tokens.  rt_auth_verify, rt_auth_allows and
+ * rt_auth_sign are safe in the event loop (malloc, no ereport).
+ */
+#define RT_AUTH_TOKEN_MAX	4096	/* bytes, the three parts and their dots */
+#define RT_AUTH_MAX_VALUES	100		/* per key of the rt claim */
+#define RT_AUTH_LEEWAY		30		/* seconds of clock skew on exp and nbf */
+#define RT_AUTH_MIN_SECRET	32		/* bytes: RFC 7518 3.2, as long as the hash */
+
+typedef enum RtAuthMode
+{
+	RT_AUTH_TOKEN,				/* every request needs a token */
+	RT_AUTH_NONE				/* anyone may see anything */
+} RtAuthMode;
+
+typedef struct RtAuthClaims
+{
+	int64		exp;			/* seconds since 1970; always present */
+	int64		nbf;			/* when has_nbf */
+	bool		has_nbf;
+	bool		admin;			/* may DELETE /api/events */
+	bool		has_sub;
+	char		sub[201];		/* "" when absent */
+	/*
+	 * The rt claim, by RtRequest.keys index: NULL when the key is not
+	 * restricted, else nallowed[k] (1 to RT_AUTH_MAX_VALUES) malloc'd values.
+	 */
+	char	  **allowed[4];
+	int			nallowed[4];
+} RtAuthClaims;
+
+extern bool rt_auth_verify(const char *token, size_t len, const char *secret,
+						   int64 now_unix, RtAuthClaims *claims,
+						   const char **code, const char **message);
+extern bool rt_auth_allows(const RtAuthClaims *claims, const RtRequest *req,
+						   const char **message);
+extern void rt_auth_claims_free(RtAuthClaims *claims);
+extern bool rt_auth_sign(const char *secret, const char *payload, size_t len,
+						 char *token, size_t size);
 
 /* What a connection of the http protocol carries (http.c's user data). */
 typedef enum RtHttpKind
 {
 	RT_HTTP_NONE = 0,
 	RT_HTTP_SSE,
-	RT_HTTP_HISTORY
+	RT_HTTP_HISTORY,
+	RT_HTTP_ADMIN
 } RtHttpKind;
 
 typedef struct RtHttpSession
@@ -343,6 +389,8 @@ typedef struct RtClientOps
 	void		(*live) (RtClient *c, RtSub *s, int64 replayed);
 	/* cleanup deleted events past after; oldest is the first one kept */
 	void		(*gap) (RtClient *c, RtSub *s, int64 after, int64 oldest);
+	/* its token has expired: close it (NULL: dropped without a word) */
+	void		(*expired) (RtClient *c);
 } RtClientOps;
 
 /*
@@ -376,6 +424,7 @@ struct RtClient
 	bool		flush_pending;
 	bool		closing;
 	int			conn;			/* its rtevents_connections slot */
+	int64		expires;		/* its token's exp (Unix time), or 0 */
 };
 
 extern void rt_subscriptions_init(void);
@@ -427,6 +476,16 @@ extern int	rt_sse_writable(struct lws *wsi, void *user);
 extern void rt_sse_closed(void *user);
 extern int	rt_sse_clients(void);
 
+/* admin.c */
+extern int	rt_admin_open(struct lws *wsi, void **user, const char **code,
+						  const char **message);
+extern int	rt_admin_writable(struct lws *wsi, void *user);
+extern void rt_admin_closed(void *user);
+extern bool rt_admin_next(const char *params[3], char buf[2][24]);
+extern void rt_admin_done(bool ok, bool lost, int64 deleted, bool has_next,
+						  int64 next_after);
+extern bool rt_admin_waiting(void);
+
 /* ws.c */
 extern void rt_ws_going_away(void);
 extern int	rt_ws_clients(void);
@@ -455,6 +514,9 @@ extern const RtAsset rt_assets[];
 /* http.c */
 extern const struct lws_protocols rt_http_protocol;
 extern int	rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade);
+extern unsigned int rt_http_authorize(struct lws *wsi, const RtRequest *req,
+									  bool admin, RtAuthClaims *claims,
+									  const char **code, const char **message);
 extern bool rt_http_origin_allowed(struct lws *wsi);
 extern int	rt_http_add_cors(struct lws *wsi, unsigned char **p,
 							 unsigned char *end);

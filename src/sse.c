@@ -100,7 +100,8 @@ heartbeat(lws_sorted_usec_list_t *sul)
 
 /*
  * LWS_CALLBACK_HTTP for GET /api/events/stream.  Returns 0 once streaming,
- * 1 with *code and *message for a 400, -1 to drop the connection.
+ * an HTTP status to refuse
+ * with (400, 401, 403, 503), *code and *message set, -1 to drop the connection.
  */
 int
 rt_sse_open(struct lws *wsi, void **user, const char **code,
@@ -111,6 +112,8 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 			   *p = start,
 			   *end = buf + sizeof(buf);
 	RtRequest	req;
+	RtAuthClaims claims;
+	unsigned int status;
 	SseClient  *c;
 
 	memset(&req, 0, sizeof(req));
@@ -118,8 +121,15 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 		!last_event_id(wsi, &req, code, message))
 	{
 		rt_request_free(&req);
-		return 1;
+		return HTTP_STATUS_BAD_REQUEST;
 	}
+	/* The stream's one filter is checked once: it cannot change. */
+	if ((status = rt_http_authorize(wsi, &req, false, &claims, code, message)) != 0)
+	{
+		rt_request_free(&req);
+		return (int) status;
+	}
+	rt_auth_claims_free(&claims);
 	if ((c = calloc(1, sizeof(SseClient))) == NULL)
 	{
 		rt_request_free(&req);
@@ -131,8 +141,9 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 		rt_request_free(&req);
 		*code = "server_full";
 		*message = "the server holds as many clients as rtevents.max_connections allows; retry later";
-		return 1;
+		return HTTP_STATUS_SERVICE_UNAVAILABLE;
 	}
+	c->base.expires = claims.exp;	/* 0 without a token */
 	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
 									LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
 		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,

@@ -100,6 +100,7 @@ static dlist_head lagging_subs = DLIST_STATIC_INIT(lagging_subs);
 static dlist_head all_clients = DLIST_STATIC_INIT(all_clients);
 static dlist_head flush_pending = DLIST_STATIC_INIT(flush_pending);
 static lws_sorted_usec_list_t flush_timer;
+static lws_sorted_usec_list_t expiry_timer;
 static bool flush_scheduled = false;
 static int	nsubs = 0;
 static uint64 events_out = 0;
@@ -108,6 +109,35 @@ static uint64 lag_check_count = 0;
 
 static void sub_catch_up(RtSub *s);
 static void on_live_event(RtStreamEvent *ev);
+
+/* ---- tokens that expire ---- */
+
+/*
+ * Once a second: a client whose token has expired is closed (its transport
+ * says why), so that a token's exp bounds what its holder sees.  One pass
+ * over the clients a second costs little next to their traffic.
+ */
+static void
+expiry_check(lws_sorted_usec_list_t *sul)
+{
+	int64		now = (int64) time(NULL);
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &all_clients)
+	{
+		RtClient   *c = dlist_container(RtClient, node, iter.cur);
+
+		if (c->expires == 0 || now < c->expires || c->closing)
+			continue;
+		c->expires = 0;			/* once */
+		if (c->ops->expired != NULL)
+			c->ops->expired(c);
+		else
+			rt_client_give_up(c);
+	}
+	lws_sul_schedule(rt_server_context(), 0, &expiry_timer, expiry_check,
+					 LWS_US_PER_SEC);
+}
 
 /* ---- the index ---- */
 
@@ -137,6 +167,7 @@ rt_subscriptions_init(void)
 	index_table = hash_create("rtevents subscription index", 1024, &ctl,
 							  HASH_ELEM | HASH_BLOBS | HASH_ALLOC | HASH_DIRSIZE);
 	rt_stream_set_listener(on_live_event);
+	expiry_check(&expiry_timer);
 }
 
 /*

@@ -46,6 +46,7 @@ typedef struct WsConn
 {
 	RtClient	base;			/* its subscriptions and its queue */
 	dlist_node	node;			/* in ws_conns */
+	RtAuthClaims claims;		/* what its token lets it see */
 	char	   *rx;				/* the message being received */
 	size_t		rx_len;
 	bool		rx_skip;		/* the rest of a refused message */
@@ -130,16 +131,30 @@ ws_gap(RtClient *client, RtSub *s, int64 after, int64 oldest)
 	(void) rt_client_queue_message(client, msg);
 }
 
-static const RtClientOps ws_ops = {ws_live, ws_gap};
+static void
+ws_expired(RtClient *client)
+{
+	close_after((WsConn *) client, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+				"token_expired", "the token has expired: reconnect with a new one");
+}
+
+static const RtClientOps ws_ops = {ws_live, ws_gap, ws_expired};
 
 /* ---- what the client says ---- */
 
 static void
 subscribe(WsConn *c, RtClientMessage *m)
 {
+	const char *message;
+
 	if (rt_client_find_sub(&c->base, m->sub) != NULL)
 	{
 		send_sub_error(c, m->sub, "sub_exists", "a subscription of that name is open; unsubscribe first");
+		return;
+	}
+	if (!rt_auth_allows(&c->claims, &m->filter, &message))
+	{
+		send_sub_error(c, m->sub, "forbidden", message);
 		return;
 	}
 	if (c->base.nsubs >= RT_SUB_MAX)
@@ -330,14 +345,24 @@ established(struct lws *wsi)
 			 rt_conn_id(c->base.conn), rt_heartbeat);
 	(void) rt_client_queue_message(&c->base, msg);
 
-	/* The query string, checked before the upgrade (http.c), opens "default". */
+	/*
+	 * The token and the query string, checked before the upgrade (http.c),
+	 * are read again: the claims stay with the connection, for every
+	 * subscription it opens; the query string opens "default".
+	 */
 	memset(&req, 0, sizeof(req));
-	if (!rt_request_parse(wsi, &req, false, &code, &message))
+	if (!rt_request_parse(wsi, &req, false, &code, &message) ||
+		rt_http_authorize(wsi, rt_request_has_filter(&req) || req.has_after ? &req : NULL,
+						  false, &c->claims, &code, &message) != 0)
 		close_after(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, code, message);
-	else if ((rt_request_has_filter(&req) || req.has_after) &&
-			 rt_sub_open(&c->base, "default", &req, req.has_after, req.after) == NULL)
-		close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "unavailable",
-					"out of memory");
+	else
+	{
+		c->base.expires = c->claims.exp;	/* 0 without a token */
+		if ((rt_request_has_filter(&req) || req.has_after) &&
+			rt_sub_open(&c->base, "default", &req, req.has_after, req.after) == NULL)
+			close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "unavailable",
+						"out of memory");
+	}
 	rt_request_free(&req);
 }
 
@@ -452,6 +477,7 @@ closed(struct lws *wsi, WsConn *c)
 	dlist_delete(&c->node);
 	nconns--;
 	free(c->rx);
+	rt_auth_claims_free(&c->claims);
 	rt_client_release(&c->base);
 	free(c);
 }

@@ -13,7 +13,9 @@ our @EXPORT_OK = qw(rtevents_node notifications_of);
 
 # A started cluster with rtevents in shared_preload_libraries; extra lines
 # go to postgresql.conf.  The network worker listens nowhere unless the
-# extra lines say where, so that suites never fight over a port.
+# extra lines say where, so that suites never fight over a port; it asks
+# for no token (rtevents.auth = none) unless they say otherwise, since only
+# the security suites are about tokens.
 sub rtevents_node
 {
 	my ($name, %opts) = @_;
@@ -22,6 +24,7 @@ sub rtevents_node
 	$node->append_conf('postgresql.conf',
 		"shared_preload_libraries = 'rtevents'\n"
 		  . "rtevents.listen_addresses = ''\n"
+		  . "rtevents.auth = none\n"
 		  . ($opts{conf} // ''));
 	$node->start unless $opts{no_start};
 	return $node;

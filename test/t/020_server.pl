@@ -23,6 +23,7 @@ $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'rtevents'
 rtevents.port = $http_port
+rtevents.auth = none
 rtevents.cleanup_interval = 0
 # the crash test below wants the postmaster to reinitialize, as it does
 # by default outside the test framework
