@@ -319,7 +319,17 @@ rt_http_authorize(struct lws *wsi, const RtRequest *req, bool admin,
 	}
 	if (!rt_auth_verify(token, strlen(token), rt_jwt_secret, (int64) time(NULL),
 						claims, code, message))
-		return HTTP_STATUS_UNAUTHORIZED;
+		return strcmp(*code, "unavailable") == 0 ? HTTP_STATUS_SERVICE_UNAVAILABLE :
+			HTTP_STATUS_UNAUTHORIZED;
+	/* Deleting reaches every tenant: a token restricted to some cannot. */
+	if (admin && claims->admin &&
+		(claims->allowed[0] || claims->allowed[1] || claims->allowed[2] || claims->allowed[3]))
+	{
+		rt_auth_claims_free(claims);
+		*code = "forbidden";
+		*message = "deleting events needs an admin token without rt restrictions";
+		return HTTP_STATUS_FORBIDDEN;
+	}
 	if (admin && !claims->admin)
 	{
 		rt_auth_claims_free(claims);

@@ -182,6 +182,9 @@ is(scalar(@{ decode_json($body)->{events} }), 8, 'a token without rt claims sees
 	($st, $bd) = http('/api/events?olderThan=2026-01-01T00:00:00Z', '-X', 'DELETE', '-H', "Authorization: Bearer $tok_all");
 	is($st, '403', 'DELETE with a token that is not admin: 403');
 	like($bd, qr/"error":"forbidden"/, '... forbidden');
+	my $admin_a = token({ admin => JSON::PP::true, rt => { organizationId => [$org_a] } });
+	($st, $bd) = http('/api/events?olderThan=2026-01-01T00:00:00Z', '-X', 'DELETE', '-H', "Authorization: Bearer $admin_a");
+	is($st, '403', 'DELETE with an admin token restricted to one organization: 403');
 	($st, $bd) = http('/api/events', '-X', 'DELETE', '-H', "Authorization: Bearer $admin");
 	is($st, '400', 'DELETE without olderThan: 400');
 	($st, $bd) = http('/api/events?olderThan=yesterday', '-X', 'DELETE', '-H', "Authorization: Bearer $admin");
