@@ -19,7 +19,10 @@ const liveBody = $('#live tbody');
 const historyBody = $('#history tbody');
 const jobsList = $('#jobs');
 
-const rt = new RtEvents();
+// With rtevents.auth = token, the page is opened as /?token=...: the token
+// goes to rtevents.js and to the history requests, and stays in the URL.
+const TOKEN = new URLSearchParams(location.search).get('token');
+const rt = new RtEvents({ token: TOKEN });
 let sub = null;
 let seen = new Set();       // ids shown in the live table
 let jobs = new Map();       // "execution/job" -> {el, state, pct}
@@ -39,6 +42,7 @@ function filterFromUrl() {
 
 function filterToQuery(f) {
   const q = new URLSearchParams();
+  if (TOKEN) q.set('token', TOKEN);
   for (const k of FILTER_KEYS) {
     if (f[k] && (k !== 'type' || f[k].length)) q.set(k, k === 'type' ? f[k].join(',') : f[k]);
   }
@@ -171,11 +175,13 @@ let historyNext = null;
 
 async function loadHistory(filter, after, back) {
   const q = filterToQuery(filter);
+  q.delete('token');                  // a header, not the URL, where it can be
   q.set('limit', String(HISTORY_PAGE));
   if (after) q.set('after', String(after));
   $('#history-info').textContent = 'loading…';
   try {
-    const res = await fetch(`/api/events?${q}`);
+    const res = await fetch(`/api/events?${q}`,
+      TOKEN ? { headers: { authorization: `Bearer ${TOKEN}` } } : undefined);
     const body = await res.json();
     if (!res.ok) throw new Error(body.message ?? res.statusText);
     historyCursor = after;
@@ -210,7 +216,8 @@ form.addEventListener('submit', (e) => {
 });
 $('#clear').addEventListener('click', () => {
   fillForm({});
-  history.replaceState(null, '', '/');
+  const q = filterToQuery({}).toString();   // the token, if any, stays
+  history.replaceState(null, '', q ? `/?${q}` : '/');
   start({});
 });
 $('#reconnect').addEventListener('click', () => rt.reconnect());

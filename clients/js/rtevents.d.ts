@@ -70,6 +70,13 @@ export interface RtError {
 export interface RtEventsOptions {
   /** Base http(s) URL of the worker; default globalThis.location.origin. */
   url?: string;
+  /**
+   * The token when the worker has rtevents.auth = token: a string, or a
+   * function asked at each (re)connect. Sent as the token parameter of the
+   * WebSocket and SSE URLs (browsers cannot set their headers) and as
+   * "Authorization: Bearer" when polling.
+   */
+  token?: string | (() => string | null | undefined);
   /** Tried in this order; default ['websocket', 'sse', 'poll']. */
   transports?: RtTransport[];
   /** Reconnect backoff: random(0, min(maxDelay, minDelay * 2^attempt)). Default 1000 ms. */

@@ -116,7 +116,8 @@ class WsT {
     this.max = 0;          // highest id received on this connection
   }
   start() {
-    const rt = this.rt, ws = this.ws = new rt._WS(rt.url.replace(/^http/, 'ws') + '/ws');
+    const rt = this.rt, t = rt._token(), ws = this.ws = new rt._WS(rt.url.replace(/^http/, 'ws') + '/ws' +
+      (t ? '?token=' + encodeURIComponent(t) : ''));
     ws.onopen = () => {
       this.up = this.alive = true;
       rt._opened(this);
@@ -227,7 +228,7 @@ class SseT {
   add(s) {
     const rt = this.rt;
     if (s.error) return;
-    const es = new rt._ES(rt.url + '/api/events/stream?' + query(s.filter, { after: s._cursor }));
+    const es = new rt._ES(rt.url + '/api/events/stream?' + query(s.filter, { after: s._cursor, token: rt._token() }));
     // Every id received before the request went out is at or before the
     // stream's start: s's resume point if it stays empty.
     const before = rt.maxSeenId;
@@ -304,7 +305,9 @@ class PollT {
     while (live()) {
       let res, body;
       try {
-        res = await rt._fetch(rt.url + '/api/events?' + query(s.filter, { after: s._cursor ?? 0, limit: 1000 }), { headers: { accept: 'application/json' } });
+        const t = rt._token();
+        res = await rt._fetch(rt.url + '/api/events?' + query(s.filter, { after: s._cursor ?? 0, limit: 1000 }),
+          { headers: { accept: 'application/json', ...(t && { authorization: 'Bearer ' + t }) } });
         body = await res.json().catch(() => null);
       } catch (e) {
         if (live()) rt._down(this, 'fetch failed: ' + (e?.message ?? e));
@@ -358,6 +361,9 @@ export class RtEvents extends Emitter {
     this._WS = 'WebSocket' in o ? o.WebSocket : g.WebSocket;
     this._ES = 'EventSource' in o ? o.EventSource : g.EventSource;
     this._fetch = 'fetch' in o ? o.fetch : g.fetch && ((...a) => g.fetch(...a));
+    // the token (rtevents.auth = token): a string, or a function asked at
+    // each (re)connect, so that a page can hand over a fresh one
+    this._token = () => (typeof o.token === 'function' ? o.token() : o.token) || null;
     this._st = o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
     this._ct = o.clearTimeout ?? ((t) => clearTimeout(t));
     this._rand = o.random ?? Math.random;

@@ -84,7 +84,10 @@ async function openPage(query, { blockWebSocket = false } = {}) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (err) => errors.push(err));
-  await page.goto(`${RT_URL}/${query}`);
+  // the worker asks for tokens (rtevents.auth = token): the page is opened
+  // with one, as a deployment would hand it over
+  const sep = query.includes('?') ? '&' : '?';
+  await page.goto(`${RT_URL}/${query}${process.env.RT_TOKEN ? `${sep}token=${process.env.RT_TOKEN}` : ''}`);
   await page.waitForSelector('body[data-status="open"]', { timeout: 15_000 });
   return { page, context, errors };
 }

@@ -21,6 +21,9 @@ my $node = rtevents_node('browser', conf => qq{
 rtevents.listen_addresses = '127.0.0.1'
 rtevents.port = $port
 rtevents.cleanup_interval = 0
+# the page goes through tokens, as a deployment's would
+rtevents.auth = token
+rtevents.jwt_secret = 'browser-secret-0123456789abcdef-01234567'
 # the kill test wants the postmaster to reinitialize, as it does by default
 # outside the test framework
 restart_after_crash = on
@@ -33,6 +36,7 @@ for (1 .. 100)
 }
 
 local $ENV{RT_URL} = "http://127.0.0.1:$port";
+local $ENV{RT_TOKEN} = $node->safe_psql('postgres', q{SELECT rt_token('{"sub":"e2e"}', '2 hours')});
 local $ENV{PGHOST} = $node->host;
 local $ENV{PGPORT} = $node->port;
 local $ENV{PGDATABASE} = 'postgres';

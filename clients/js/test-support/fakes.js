@@ -104,15 +104,18 @@ export function fakeEventSource() {
  */
 export function fakeFetch(handler) {
   const calls = [];
-  const f = async (url) => {
+  const inits = [];
+  const f = async (url, init) => {
     const u = new URL(url);
     calls.push(u);
+    inits.push(init);
     const r = await handler(u, calls.length);
     if (r instanceof Error) throw r;
     const status = r.status ?? 200;
     return { ok: status >= 200 && status < 300, status, json: async () => r.body };
   };
   f.calls = calls;
+  f.inits = inits;
   return f;
 }
 

@@ -245,3 +245,30 @@ test('bad options and filters throw at the caller', () => {
   assert.throws(() => rt.subscribe({ jobId: '' }), TypeError);
   assert.throws(() => rt.subscribe({ type: [''] }), TypeError);
 });
+
+test('token: in the WebSocket and SSE URLs, as a Bearer header when polling; a function is asked at each connect', async () => {
+  let n = 0;
+  const { rt, WS, clock } = makeRt({ token: () => `tok${++n}` });
+  rt.subscribe({ executionId: 'e1' });
+  assert.equal(new URL(WS.last().url).searchParams.get('token'), 'tok1');
+  WS.last().open();
+  WS.last().drop();
+  await clock.advance(30000);
+  assert.ok(n >= 2, 'asked again');
+  assert.equal(new URL(WS.last().url).searchParams.get('token'), `tok${n}`, 'a fresh token for the reconnect');
+
+  const sse = makeRt({ token: 'abc', transports: ['sse'] });
+  sse.rt.subscribe({ executionId: 'e1' });
+  assert.equal(sse.ES.last().params.get('token'), 'abc');
+
+  const poll = makeRt({ token: 'abc', transports: ['poll'] });
+  poll.rt.subscribe({ executionId: 'e1' }, { after: 0 });
+  await poll.clock.advance(10);
+  assert.ok(poll.fetch.calls.length > 0, 'polled');
+  assert.equal(poll.fetch.inits[0].headers.authorization, 'Bearer abc');
+  assert.equal(poll.fetch.calls[0].searchParams.get('token'), null, 'not in the polled URL');
+
+  const none = makeRt();
+  none.rt.subscribe({ executionId: 'e1' });
+  assert.equal(new URL(none.WS.last().url).search, '', 'no token: no parameter');
+});
