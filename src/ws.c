@@ -3,16 +3,20 @@
  * ws.c
  *		GET /ws: the WebSocket protocol of PROTOCOL.md.
  *
- * A connection is greeted with {"op":"welcome"}, may hold any number of
+ * A connection is greeted with {"op":"welcome"}, may hold up to 64
  * subscriptions (subscribe/unsubscribe messages, or "default" from the
- * query string), and gets their events as {"op":"events","events":[...]}
- * frames: everything queued when the socket can take more goes out in one
- * frame, so a burst costs one frame per client rather than one per event.
- * Each subscription's replay ends with {"op":"subscribed","replayed":N}; its
- * live events follow.  Errors in what the client says get
- * {"op":"error"} and the connection stays open, except for a message too big
- * to read (closed with 1009) and a client too slow for its queue's budget
- * (closed with 1008, to resume with "after").
+ * query string, each checked against the connection's token), and gets
+ * their events as {"op":"events","subs":[...],"events":[...]} frames naming
+ * the subscriptions they are for: everything queued for the same ones when
+ * the socket can take more goes out in one frame, so a burst costs one frame
+ * per client rather than one per event.  Each subscription's replay ends
+ * with {"op":"subscribed","replayed":N,"after":id}; its live events follow.
+ * Errors in what the client says get {"op":"error"} (naming the
+ * subscription when it is about one) and the connection stays open, except
+ * for a message too big to read (closed with 1009), a client over its
+ * message rate or whose token expired (1008), and a client too slow for its
+ * queue's budget (dropped, to resume with "after").  At shutdown every
+ * connection gets 1001, "going away".
  *
  * libwebsockets frames, masks, answers pings, checks UTF-8 and closes a
  * client that stays silent past rtevents.client_timeout after its pings
