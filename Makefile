@@ -74,10 +74,10 @@ test/unit/test_client_message: test/unit/test_client_message.c \
 		-lwebsockets
 
 # auth.c without rt_token (RT_AUTH_STANDALONE), which needs the backend
-test/unit/test_auth: test/unit/test_auth.c src/auth.c src/rtevents.h
+test/unit/test_auth: test/unit/test_auth.c src/auth.c src/request.c src/rtevents.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DRT_AUTH_STANDALONE -o $@ \
-		test/unit/test_auth.c src/auth.c -L$(pkglibdir) -lpgcommon -lpgport \
-		-lcrypto
+		test/unit/test_auth.c src/auth.c src/request.c -L$(pkglibdir) -lpgcommon -lpgport \
+		-lcrypto -lwebsockets
 
 .PHONY: unit-tests
 
@@ -132,9 +132,9 @@ fuzz/fuzz_event_json: fuzz/fuzz_event_json.c fuzz/support.c src/event_json.c src
 FUZZ_TARGETS += fuzz/fuzz_token
 EXTRA_CLEAN += fuzz/fuzz_token
 
-fuzz/fuzz_token: fuzz/fuzz_token.c src/auth.c src/rtevents.h
+fuzz/fuzz_token: fuzz/fuzz_token.c src/auth.c src/request.c src/rtevents.h
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -DRT_AUTH_STANDALONE -o $@ \
-		fuzz/fuzz_token.c src/auth.c $(FUZZ_LIBS) -lcrypto
+		fuzz/fuzz_token.c src/auth.c src/request.c $(FUZZ_LIBS) -lcrypto -lwebsockets
 
 fuzz: $(FUZZ_TARGETS)
 

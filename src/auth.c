@@ -531,19 +531,6 @@ refuse(Parse *ps, const char *message)
 	return false;
 }
 
-static bool
-is_uuid(const char *s)
-{
-	static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-
-	if (strlen(s) != sizeof(shape) - 1)
-		return false;
-	for (int i = 0; shape[i] != '\0'; i++)
-		if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char) s[i]))
-			return false;
-	return true;
-}
-
 /* One key of rt: an array of 1 to RT_AUTH_MAX_VALUES strings. */
 static bool
 parse_rt_values(Parse *ps, RtAuthClaims *claims, int key)
@@ -572,7 +559,7 @@ parse_rt_values(Parse *ps, RtAuthClaims *claims, int key)
 		if (len == 0 || len > RT_AUTH_VALUE_MAX ||
 			claims->nallowed[key] == RT_AUTH_MAX_VALUES)
 			return refuse(ps, MSG_RT_VALUES);
-		if (key == 3 && !is_uuid(value))
+		if (key == 3 && !rt_request_is_uuid(value))
 			return refuse(ps, MSG_RT_UUID);
 		if ((values[claims->nallowed[key]] = strdup(value)) == NULL)
 		{

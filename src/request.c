@@ -26,8 +26,9 @@
 #define RT_REQ_VALUE_MAX	200		/* as the table's CHECK constraints */
 #define RT_REQ_MAX_OFFSET	100000
 
-static bool
-is_uuid(const char *s)
+/* A UUID's text form, as Postgres prints it or in upper case. */
+bool
+rt_request_is_uuid(const char *s)
 {
 	static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
 
@@ -75,7 +76,7 @@ rt_request_set_key(RtRequest *c, int i, const char *v, const char **message,
 		*message = "filter values must be 1 to 200 bytes";
 		return false;
 	}
-	if (i == 3 && !is_uuid(v))
+	if (i == 3 && !rt_request_is_uuid(v))
 	{
 		*message = "organizationId must be a UUID";
 		return false;
