@@ -105,7 +105,7 @@ container(const JNode *n)
 ORACLE static void
 model_type(Model *m, const char *t)
 {
-	if (m->ntypes == RT_REQ_MAX_TYPES || *t == '\0' || strlen(t) > 200)
+	if (m->ntypes == RT_REQ_MAX_TYPES || *t == '\0' || strlen(t) > 200 || !oracle_utf8(t))
 		model_fail(m, "bad_filter");
 	else
 		m->types[m->ntypes++] = t;
@@ -130,7 +130,8 @@ model_filter(Model *m, const JNode *filter)
 			if (f->kind == J_NULL)
 				continue;
 			if (f->kind != J_STRING || *f->text == '\0' ||
-				strlen(f->text) > 200 || (k == 3 && !oracle_uuid(f->text)))
+				strlen(f->text) > 200 || !oracle_utf8(f->text) ||
+				(k == 3 && !oracle_uuid(f->text)))
 				model_fail(m, "bad_filter");
 			else
 				m->keys[k] = f->text;

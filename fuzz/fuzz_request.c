@@ -176,6 +176,20 @@ lws_get_urlarg_by_name(struct lws *wsi, const char *name, char *buf, int len)
 	return NULL;
 }
 
+/*
+ * lws_hdr_total_length() of the arguments: lws counts the fragments' bytes
+ * (not the NULs it stores after them).
+ */
+int
+lws_hdr_total_length(struct lws *wsi, enum lws_token_indexes h)
+{
+	int			total = 0;
+
+	for (int f = 0; f < query.nfrags; f++)
+		total += (int) query.len[f];
+	return total;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 /* The value of the first fragment named name=, as PROTOCOL.md means it. */
@@ -197,7 +211,28 @@ ORACLE
 static bool
 oracle_rfc3339(const char *s)
 {
-	return regexec(&rfc3339_re, s, 0, NULL, 0) == 0;
+	int			y, mo, d, h, mi, sec, oh = 0, om = 0;
+	struct tm	tm;
+	size_t		len = strlen(s);
+
+	if (regexec(&rfc3339_re, s, 0, NULL, 0) != 0)
+		return false;
+	/* a real date and time: timegm() normalizes anything out of range */
+	if (sscanf(s, "%4d-%2d-%2d%*c%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6 || y < 1)
+		return false;
+	if (s[len - 1] != 'Z' && s[len - 1] != 'z' &&
+		(sscanf(s + len - 5, "%2d:%2d", &oh, &om) != 2 || oh > 15 || om > 59))
+		return false;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec == 60 ? 59 : sec;	/* a leap second is taken */
+	(void) timegm(&tm);
+	return tm.tm_year == y - 1900 && tm.tm_mon == mo - 1 && tm.tm_mday == d &&
+		tm.tm_hour == h && tm.tm_min == mi && sec <= 60;
 }
 
 typedef struct Model
@@ -239,7 +274,7 @@ model_parse(bool history, Model *m)
 	{
 		if ((v = first_arg(names[i])) == NULL)
 			continue;
-		if (*v == '\0' || strlen(v) > 200 || (i == 3 && !oracle_uuid(v)))
+		if (*v == '\0' || strlen(v) > 200 || !oracle_utf8(v) || (i == 3 && !oracle_uuid(v)))
 			return;
 		m->keys[i] = (char *) v;
 	}
@@ -259,6 +294,14 @@ model_parse(bool history, Model *m)
 			{
 				if (m->ntypes == 32 || len > 200)
 					goto bad_types;
+				{
+					char	   *t = strndup(p, len);
+					bool		utf8 = oracle_utf8(t);
+
+					free(t);
+					if (!utf8)
+						goto bad_types;
+				}
 				m->types[m->ntypes++] = strndup(p, len);
 			}
 			p += len;
@@ -537,7 +580,7 @@ check_value(const char *v, bool first)
 	memset(&c, 0, sizeof(c));
 	for (int i = 0; i < 4; i++)
 	{
-		bool		want_ok = *v != '\0' && strlen(v) <= 200 &&
+		bool		want_ok = *v != '\0' && strlen(v) <= 200 && oracle_utf8(v) &&
 			(i != 3 || oracle_uuid(v));
 
 		message = NULL;
@@ -553,7 +596,7 @@ check_value(const char *v, bool first)
 	/* the value as a type, twice; the first value up to the limit of 32 */
 	for (int i = 0; i < (first ? 33 : 2); i++)
 	{
-		bool		want_ok = i < 32 && *v != '\0' && strlen(v) <= 200;
+		bool		want_ok = i < 32 && *v != '\0' && strlen(v) <= 200 && oracle_utf8(v);
 
 		got = rt_request_add_type(&c, v, &message, &oom);
 		CHECK(!oom, "out of memory");

@@ -368,6 +368,59 @@ hexdigit(char c)
 		(c >= 'A' && c <= 'F');
 }
 
+/*
+ * Well-formed UTF-8 by RFC 3629's table: no overlong forms, no surrogates,
+ * nothing past U+10FFFF (what Postgres takes as text).
+ */
+ORACLE
+static bool pg_attribute_unused()
+oracle_utf8(const char *s)
+{
+	const unsigned char *p = (const unsigned char *) s;
+
+	while (*p)
+	{
+		unsigned char c = *p;
+		int			n;
+		unsigned char lo = 0x80,
+					hi = 0xBF;
+
+		if (c < 0x80)
+		{
+			p++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			n = 1;
+		else if (c >= 0xE0 && c <= 0xEF)
+		{
+			n = 2;
+			if (c == 0xE0)
+				lo = 0xA0;
+			if (c == 0xED)
+				hi = 0x9F;
+		}
+		else if (c >= 0xF0 && c <= 0xF4)
+		{
+			n = 3;
+			if (c == 0xF0)
+				lo = 0x90;
+			if (c == 0xF4)
+				hi = 0x8F;
+		}
+		else
+			return false;
+		p++;
+		for (int k = 0; k < n; k++, p++)
+		{
+			if (*p < (k == 0 ? lo : 0x80) || *p > (k == 0 ? hi : 0xBF))
+				return false;
+		}
+	}
+	return true;
+}
+
+
 ORACLE pg_attribute_unused()
 static bool
 oracle_uuid(const char *s)

@@ -32,7 +32,7 @@ typedef struct AdminDelete
 {
 	struct AdminDelete *next;	/* waiting for the feed */
 	struct lws *wsi;
-	char		older_than[64];
+	char		older_than[4100];	/* as request.c's bound on any argument */
 	int64		after;			/* the next stretch starts after this id */
 	int64		deleted;
 	bool		running;		/* a stretch is on the feed */

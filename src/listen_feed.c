@@ -46,6 +46,7 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +61,7 @@
 
 #include "rtevents.h"
 
+#define FEED_DRAIN_ROUNDS		64		/* reads of the socket per turn of the loop, at most */
 #define FEED_BACKOFF_MIN_MS		100
 #define FEED_BACKOFF_MAX_MS		5000
 #define FEED_CONNECT_TIMEOUT_S	10
@@ -517,7 +519,7 @@ feed_is_up(void)
 
 /* Read what arrived: the LISTEN result, notifications, or the end. */
 static void
-feed_consume(void)
+feed_consume_once(void)
 {
 	PGnotify   *notify;
 
@@ -580,6 +582,27 @@ feed_consume(void)
 
 	if (feed.conn != NULL && PQstatus(feed.conn) == CONNECTION_BAD)
 		feed_failed(PQerrorMessage(feed.conn));
+}
+
+/*
+ * libpq reads at most its input buffer (16 kB) per PQconsumeInput, and the
+ * loop comes back here once per turn, which with thousands of clients is a
+ * poll() over all of them.  So drain what the socket already holds, a
+ * bounded number of rounds, before going back: a burst of notifications or
+ * a big read result costs one turn of the loop, not hundreds.
+ */
+static void
+feed_consume(void)
+{
+	for (int round = 0; round < FEED_DRAIN_ROUNDS; round++)
+	{
+		char		byte;
+
+		feed_consume_once();
+		if (feed.conn == NULL || PQsocket(feed.conn) < 0 ||
+			recv(PQsocket(feed.conn), &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+			break;
+	}
 }
 
 /* ----------------------------------------------------------------

@@ -21,9 +21,20 @@
 
 #include <libwebsockets.h>
 
+#include "mb/pg_wchar.h"
+
 #include "rtevents.h"
 
 #define RT_REQ_VALUE_MAX	200		/* as the table's CHECK constraints */
+
+/*
+ * Every query argument is looked up in a buffer this big.  lws's lookup
+ * gives up at the first argument longer than the caller's buffer, as if the
+ * rest of the query string were not there, so a long argument placed first
+ * could hide a filter: no argument may be longer than the buffers, and the
+ * whole query string, whatever it holds, is bounded by it.
+ */
+#define RT_REQ_ARG_MAX		4096
 #define RT_REQ_MAX_OFFSET	100000
 
 /* A UUID's text form, as Postgres prints it or in upper case. */
@@ -61,6 +72,15 @@ rt_request_matches(const RtRequest *c, const RtEventKeys *keys)
 	return false;
 }
 
+/* Values go to Postgres as text of the database's encoding, UTF-8. */
+static bool
+is_utf8(const char *s)
+{
+	int			len = (int) strlen(s);
+
+	return pg_encoding_verifymbstr(PG_UTF8, s, len) == len;
+}
+
 /*
  * A routing key of the filter: 0 executionId, 1 batchId, 2 jobId,
  * 3 organizationId.  The same checks for a query string and a WebSocket
@@ -74,6 +94,11 @@ rt_request_set_key(RtRequest *c, int i, const char *v, const char **message,
 	if (*v == '\0' || strlen(v) > RT_REQ_VALUE_MAX)
 	{
 		*message = "filter values must be 1 to 200 bytes";
+		return false;
+	}
+	if (!is_utf8(v))
+	{
+		*message = "filter values must be UTF-8";
 		return false;
 	}
 	if (i == 3 && !rt_request_is_uuid(v))
@@ -97,6 +122,11 @@ rt_request_add_type(RtRequest *c, const char *t, const char **message,
 		strlen(t) > RT_REQ_VALUE_MAX)
 	{
 		*message = "type lists 1 to 32 types of 1 to 200 bytes";
+		return false;
+	}
+	if (!is_utf8(t))
+	{
+		*message = "types must be UTF-8";
 		return false;
 	}
 	if ((c->types[c->ntypes] = strdup(t)) == NULL)
@@ -183,6 +213,35 @@ rt_request_parse_id(const char *s, int64 *id)
 	return true;
 }
 
+static int
+two_digits(const char *p)
+{
+	return (p[0] - '0') * 10 + (p[1] - '0');
+}
+
+/*
+ * The fields of a timestamp of the right shape are a real date and time
+ * (Postgres would otherwise refuse the cast, and the client would see the
+ * server's error rather than its own): month, day of that month, hours,
+ * minutes, seconds (60 for a leap second), and an offset of at most 15:59.
+ */
+static bool
+in_range(const char *s, const char *offset)
+{
+	static const int days[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int			year = two_digits(s) * 100 + two_digits(s + 2);
+	int			month = two_digits(s + 5);
+	int			day = two_digits(s + 8);
+	bool		leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+	if (year < 1 || month < 1 || month > 12 || day < 1 || day > days[month - 1] ||
+		(month == 2 && day == 29 && !leap))
+		return false;
+	if (two_digits(s + 11) > 23 || two_digits(s + 14) > 59 || two_digits(s + 17) > 60)
+		return false;
+	return offset == NULL || (two_digits(offset) <= 15 && two_digits(offset + 3) <= 59);
+}
+
 /*
  * An RFC 3339 timestamp, as a strict shape check: Postgres casts it.
  * 2026-11-22T10:00:00Z, with optional fraction, Z or a +hh:mm offset.
@@ -205,12 +264,12 @@ is_rfc3339(const char *s)
 			p++;
 	}
 	if (*p == 'Z' || *p == 'z')
-		return p[1] == '\0';
+		return p[1] == '\0' && in_range(s, NULL);
 	return (*p == '+' || *p == '-') &&
 		isdigit((unsigned char) p[1]) && isdigit((unsigned char) p[2]) &&
 		p[3] == ':' &&
 		isdigit((unsigned char) p[4]) && isdigit((unsigned char) p[5]) &&
-		p[6] == '\0';
+		p[6] == '\0' && in_range(s, p + 1);
 }
 
 /* For other modules: an RFC 3339 timestamp, as the shape check above. */
@@ -224,7 +283,7 @@ static bool
 int_arg(struct lws *wsi, const char *name_eq, int lo, int hi, int *value,
 		bool *bad)
 {
-	char		buf[64];
+	char		buf[RT_REQ_ARG_MAX + 1];
 	const char *v = lws_get_urlarg_by_name(wsi, name_eq, buf, sizeof(buf));
 	int64		n;
 
@@ -250,12 +309,19 @@ rt_request_parse(struct lws *wsi, RtRequest *c, bool history,
 	static const char *const key_args[4] = {
 		"executionId=", "batchId=", "jobId=", "organizationId="
 	};
-	char		buf[RT_REQ_VALUE_MAX * 2 + 64];
-	char		types[RT_REQ_VALUE_MAX * 8];
+	char		buf[RT_REQ_ARG_MAX + 1];
+	char		types[RT_REQ_ARG_MAX + 1];
 	const char *v;
 	bool		toolong;
 
 	bool		oom;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > RT_REQ_ARG_MAX)
+	{
+		*code = "bad_request";
+		*message = "the query string is at most 4096 bytes";
+		return false;
+	}
 
 	*code = "bad_filter";
 	for (int i = 0; i < 4; i++)
@@ -272,7 +338,7 @@ rt_request_parse(struct lws *wsi, RtRequest *c, bool history,
 			goto fail;
 	}
 	v = lws_get_urlarg_by_name(wsi, "type=", types, sizeof(types));
-	if (v != NULL && strlen(v) >= sizeof(types) - sizeof("type="))
+	if (v != NULL && strlen(v) > RT_REQ_MAX_TYPES * (RT_REQ_VALUE_MAX + 1))
 	{
 		*message = "type lists 1 to 32 types of 1 to 200 bytes";
 		return false;
