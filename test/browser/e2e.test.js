@@ -182,6 +182,38 @@ test('two tabs both update', async () => {
   await b.context.close();
 });
 
+test('the filter form, the history pager, and the status dot', async () => {
+  const ex = exec('form');
+  const other = exec('form-other');
+  const ids = [];
+  for (let i = 0; i < 60; i++) ids.push(publish('job_progress', { pct: i }, ex, 'f'));
+  publish('job_progress', { pct: 1 }, other, 'f');
+  const { page, context } = await openPage('');
+  assert.equal(await page.$eval('#status', (s) => s.dataset.status), 'open', 'the dot says open');
+
+  // filter by execution with the form: the URL follows, the table hydrates
+  await page.fill('input[name="executionId"]', ex);
+  await page.press('input[name="executionId"]', 'Enter');     // keyboard, no mouse
+  await waitForRows(page, ids);
+  assert.match(page.url(), new RegExp(`executionId=${ex}`));
+  const shown = await rowIds(page);
+  assert.equal(shown.length, 60, 'only that execution');
+  const label = await page.$eval('input[name="executionId"]', (i) => i.closest('label').textContent.trim());
+  assert.equal(label, 'Execution', 'inputs are labelled');
+
+  // the pager: 50 a page, ascending, next and previous
+  await page.waitForFunction(() => document.querySelectorAll('#history tbody tr').length === 50);
+  const first = await page.$$eval('#history tbody tr', (r) => r.map((x) => Number(x.dataset.id)));
+  assert.deepEqual(first, ids.slice(0, 50));
+  await page.click('#history-next');
+  await page.waitForFunction(() => document.querySelectorAll('#history tbody tr').length === 10);
+  const second = await page.$$eval('#history tbody tr', (r) => r.map((x) => Number(x.dataset.id)));
+  assert.deepEqual(second, ids.slice(50));
+  await page.click('#history-prev');
+  await page.waitForFunction(() => document.querySelectorAll('#history tbody tr').length === 50);
+  await context.close();
+});
+
 test('a screenshot of the live page is not blank', async () => {
   const { page, context } = await openPage(`?executionId=${exec('live')}`);
   await page.waitForSelector('#live tbody tr');
