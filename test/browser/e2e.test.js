@@ -214,6 +214,39 @@ test('the filter form, the history pager, and the status dot', async () => {
   await context.close();
 });
 
+test('job cards: progressPercentage too, a failure with its error; text contrast at least 4.5:1', async () => {
+  const ex = exec('cards');
+  const { page, context } = await openPage(`?executionId=${ex}`);
+  publish('job_progress', { progressPercentage: 70 }, ex, 'alt');
+  const failed = publish('job_failed', { error: 'exit status 1' }, ex, 'bad');
+  await waitForRows(page, [failed]);
+  const cards = await page.$$eval('.job', (els) => els.map((e) => ({
+    name: e.querySelector('.name').textContent, value: e.querySelector('progress').value,
+    state: e.dataset.state, text: e.querySelector('.state').textContent })));
+  const alt = cards.find((c) => c.name === 'alt');
+  const bad = cards.find((c) => c.name === 'bad');
+  assert.equal(alt.value, 70, 'progressPercentage drives the bar');
+  assert.equal(bad.state, 'job_failed');
+  assert.equal(bad.text, 'failed: exit status 1');
+
+  // WCAG contrast of the text the page shows, against its background
+  const ratios = await page.evaluate(() => {
+    const rgb = (c) => c.match(/\d+(\.\d+)?/g).slice(0, 3).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const bg = rgb(getComputedStyle(document.body).backgroundColor);
+    return ['#status-text', 'label', 'td', 'th', '.job .state', 'h2'].map((sel) => {
+      const fg = rgb(getComputedStyle(document.querySelector(sel)).color);
+      const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+      return [sel, (a + 0.05) / (b + 0.05)];
+    });
+  });
+  for (const [sel, ratio] of ratios) assert.ok(ratio >= 4.5, `${sel}: contrast ${ratio.toFixed(2)}`);
+  await context.close();
+});
+
 test('a screenshot of the live page is not blank', async () => {
   const { page, context } = await openPage(`?executionId=${exec('live')}`);
   await page.waitForSelector('#live tbody tr');
