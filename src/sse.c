@@ -114,6 +114,7 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 	RtRequest	req;
 	RtAuthClaims claims;
 	unsigned int status;
+	int64		expires;
 	SseClient  *c;
 
 	memset(&req, 0, sizeof(req));
@@ -129,6 +130,7 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 		rt_request_free(&req);
 		return (int) status;
 	}
+	expires = claims.exp;		/* 0 without a token */
 	rt_auth_claims_free(&claims);
 	if ((c = calloc(1, sizeof(SseClient))) == NULL)
 	{
@@ -143,7 +145,7 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 		*message = "the server holds as many clients as rtevents.max_connections allows; retry later";
 		return HTTP_STATUS_SERVICE_UNAVAILABLE;
 	}
-	c->base.expires = claims.exp;	/* 0 without a token */
+	c->base.expires = expires;
 	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
 									LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
 		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,

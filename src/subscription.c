@@ -127,7 +127,8 @@ expiry_check(lws_sorted_usec_list_t *sul)
 	{
 		RtClient   *c = dlist_container(RtClient, node, iter.cur);
 
-		if (c->expires == 0 || now < c->expires || c->closing)
+		/* the leeway verification allows, or a reconnect would loop */
+		if (c->expires == 0 || now < c->expires + RT_AUTH_LEEWAY || c->closing)
 			continue;
 		c->expires = 0;			/* once */
 		if (c->ops->expired != NULL)

@@ -208,10 +208,16 @@ is(scalar(@{ decode_json($body)->{events} }), 8, 'a token without rt claims sees
 	my $short = token({ rt => { organizationId => [$org_a] } }, '3 seconds');
 	my $w = RtWsClient->connect(port => $port, path => "/ws?organizationId=$org_a&token=$short", timeout => 5);
 	$w->recv_until(sub { $_->{op} eq 'subscribed' }, 5);
-	my @r = $w->recv_until(sub { 0 }, 40);
+	my @r = $w->recv_until(sub { 0 }, 50);
 	my ($err) = grep { $_->{op} eq 'error' } @r;
 	is($err->{code}, 'token_expired', 'a WebSocket is told its token expired');
 	is($w->close_code, 1008, '... and closed with 1008');
+
+	$short = token({ rt => { organizationId => [$org_a] } }, '3 seconds');
+	my $start = time;
+	my ($st) = http("/api/events/stream?organizationId=$org_a&token=$short", '--max-time', '60');
+	is($st, '200', 'an SSE stream with a short token opens');
+	cmp_ok(time - $start, '<', 50, '... and ends when the token expires (3 s, and the 30 s of leeway)');
 }
 
 $node->stop;
