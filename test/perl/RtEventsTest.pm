@@ -8,8 +8,9 @@ use strict;
 use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
+use Time::HiRes qw(time usleep);
 
-our @EXPORT_OK = qw(rtevents_node notifications_of);
+our @EXPORT_OK = qw(rtevents_node notifications_of wait_until);
 
 # A started cluster with rtevents in shared_preload_libraries; extra lines
 # go to postgresql.conf.  The network worker listens nowhere unless the
@@ -28,6 +29,20 @@ sub rtevents_node
 		  . ($opts{conf} // ''));
 	$node->start unless $opts{no_start};
 	return $node;
+}
+
+# Poll until $code returns true or $timeout seconds (30) have passed; true
+# when it did.
+sub wait_until
+{
+	my ($code, $timeout) = @_;
+	my $deadline = time + ($timeout // 30);
+	while (time < $deadline)
+	{
+		return 1 if $code->();
+		usleep(50_000);
+	}
+	return 0;
 }
 
 # The payloads psql prints for notifications on the rtevents channel while

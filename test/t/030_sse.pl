@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
-use RtEventsTest qw(rtevents_node);
+use RtEventsTest qw(rtevents_node wait_until);
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
 my $node = rtevents_node('sse', conf => qq{
@@ -21,18 +21,6 @@ rtevents.cleanup_interval = 0
 rtevents.max_client_buffer = '256kB'
 });
 $node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
-
-sub wait_until
-{
-	my ($code, $timeout) = @_;
-	my $deadline = time + ($timeout // 30);
-	while (time < $deadline)
-	{
-		return 1 if $code->();
-		usleep(50_000);
-	}
-	return 0;
-}
 
 sub healthz
 {

@@ -9,7 +9,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
-use RtEventsTest qw(rtevents_node);
+use RtEventsTest qw(rtevents_node wait_until);
 use RtWsClient;
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
@@ -23,18 +23,6 @@ rtevents.max_connections = 2
 rtevents.heartbeat = 1
 });
 $node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
-
-sub wait_until
-{
-	my ($code, $timeout) = @_;
-	my $deadline = time + ($timeout // 30);
-	while (time < $deadline)
-	{
-		return 1 if $code->();
-		usleep(50_000);
-	}
-	return 0;
-}
 
 sub healthz
 {

@@ -20,7 +20,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep sleep);
-use RtEventsTest qw(rtevents_node);
+use RtEventsTest qw(rtevents_node wait_until);
 use RtWsClient;
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
@@ -36,18 +36,6 @@ $node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
 
 my $JSON = JSON::PP->new->utf8->canonical;
 $SIG{PIPE} = 'IGNORE';
-
-sub wait_until
-{
-	my ($code, $timeout) = @_;
-	my $deadline = time + ($timeout // 30);
-	while (time < $deadline)
-	{
-		return 1 if $code->();
-		usleep(50_000);
-	}
-	return 0;
-}
 
 # ------------------------------------------------------------------
 # Raw HTTP

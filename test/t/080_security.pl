@@ -10,7 +10,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
-use RtEventsTest qw(rtevents_node);
+use RtEventsTest qw(rtevents_node wait_until);
 use RtWsClient;
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
@@ -22,18 +22,6 @@ rtevents.allowed_origins = 'https://app.example.com, http://localhost:3000'
 rtevents.max_messages_per_second = 10
 });
 $node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
-
-sub wait_until
-{
-	my ($code, $timeout) = @_;
-	my $deadline = time + ($timeout // 30);
-	while (time < $deadline)
-	{
-		return 1 if $code->();
-		usleep(50_000);
-	}
-	return 0;
-}
 
 # curl: (status, headers as one lower-cased string, body)
 sub http

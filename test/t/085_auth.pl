@@ -13,7 +13,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
-use RtEventsTest qw(rtevents_node);
+use RtEventsTest qw(rtevents_node wait_until);
 use RtWsClient;
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
@@ -26,18 +26,6 @@ rtevents.auth = token
 rtevents.jwt_secret = '$secret'
 });
 $node->safe_psql('postgres', 'CREATE EXTENSION rtevents');
-
-sub wait_until
-{
-	my ($code, $timeout) = @_;
-	my $deadline = time + ($timeout // 30);
-	while (time < $deadline)
-	{
-		return 1 if $code->();
-		usleep(50_000);
-	}
-	return 0;
-}
 
 sub http
 {
