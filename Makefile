@@ -16,6 +16,7 @@ OBJS = \
 	src/publish.o \
 	src/cleanup_worker.o \
 	src/server_worker.o \
+	src/db_conn.o \
 	src/listen_feed.o \
 	src/http.o \
 	src/feed_read.o \

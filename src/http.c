@@ -170,6 +170,9 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   "# HELP rtevents_replay_queries_total Pages of history read for clients catching up.\n"
 				   "# TYPE rtevents_replay_queries_total counter\n"
 				   "rtevents_replay_queries_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_replay_replica_waits_total Pages that waited for this standby to replay the primary's WAL past what the live stream had settled.\n"
+				   "# TYPE rtevents_replay_replica_waits_total counter\n"
+				   "rtevents_replay_replica_waits_total " UINT64_FORMAT "\n"
 				   "# HELP rtevents_stream_held_seconds How long the live stream has been waiting on an open publishing transaction (0: not waiting).\n"
 				   "# TYPE rtevents_stream_held_seconds gauge\n"
 				   "rtevents_stream_held_seconds %.3f\n"
@@ -195,6 +198,7 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   rt_events_out(),
 				   rt_clients_dropped(),
 				   rt_replay_pages(),
+				   rt_replay_replica_waits(),
 				   rt_feed_held_now(),
 				   rt_feed_held_total(),
 				   rt_feed_holds(),

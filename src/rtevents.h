@@ -39,6 +39,7 @@
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "access/xlogdefs.h"
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "utils/relcache.h"
@@ -193,6 +194,45 @@ extern void rt_server_unwatch_fd(struct lws *wsi);
 extern void rt_server_wake(void);
 extern void rt_server_set_heartbeat(void);
 
+/* db_conn.c: libpq's PGconn and PGresult, without libpq-fe.h */
+struct pg_conn;
+struct pg_result;
+
+typedef struct RtDbConn RtDbConn;
+
+typedef enum RtDbPhase
+{
+	RT_DB_IDLE,					/* no connection; a retry is scheduled */
+	RT_DB_CONNECTING,			/* PQconnectPoll under way */
+	RT_DB_UP,					/* connected: queries may be sent */
+	RT_DB_STOPPED				/* rt_db_stop(): for good */
+} RtDbPhase;
+
+typedef struct RtDbHooks
+{
+	void		(*on_up) (void);	/* connected: send the first query */
+	void		(*on_result) (struct pg_result *res);	/* of the query in flight */
+	void		(*on_done) (void);	/* the query in flight is over */
+	void		(*on_notify) (const char *payload); /* may be NULL */
+	/* Closed; the query in flight, if any, is lost.  A retry is scheduled. */
+	void		(*on_lost) (bool was_up);
+} RtDbHooks;
+
+extern RtDbConn *rt_db_start(const char *name, const char *what,
+							 const char *conninfo, const RtDbHooks *hooks);
+extern bool rt_db_conninfo_changed(const RtDbConn *c, const char *conninfo);
+extern void rt_db_restart(RtDbConn *c, const char *conninfo);
+extern void rt_db_stop(RtDbConn *c);
+extern bool rt_db_send(RtDbConn *c, const char *sql, int nparams,
+					   const char *const *params);
+extern void rt_db_fail(RtDbConn *c, const char *why);
+extern bool rt_db_idle(const RtDbConn *c);
+extern RtDbPhase rt_db_phase(const RtDbConn *c);
+extern struct pg_conn *rt_db_pgconn(const RtDbConn *c);
+extern int64 rt_db_value_int64(const struct pg_result *res, int row, int col);
+extern struct RtStreamEvent *rt_db_event_from_row(const struct pg_result *res,
+												  int row);
+
 /* listen_feed.c */
 typedef enum RtFeedState
 {
@@ -211,7 +251,8 @@ extern double rt_feed_held_now(void);
 extern double rt_feed_held_total(void);
 extern uint64 rt_feed_holds(void);
 extern void rt_feed_kick(void);
-extern void rt_feed_on_notify(const char *payload);
+extern const char *rt_feed_schema(void);
+extern XLogRecPtr rt_feed_settled_lsn(void);
 
 /* stream.c */
 typedef struct RtEventKeys
@@ -358,8 +399,6 @@ typedef struct RtReplayHooks
 	void		(*on_gap) (void *owner, int64 oldest);
 } RtReplayHooks;
 
-#define RT_REPLAY_PARAMS	12
-
 extern RtReplay *rt_replay_start(const RtRequest *req, int64 after,
 								 int64 upto, void *owner,
 								 const RtReplayHooks *hooks);
@@ -367,14 +406,11 @@ extern RtReplay *rt_replay_query(const RtRequest *req, int64 after,
 								 int64 upto, int limit, int offset,
 								 void *owner, const RtReplayHooks *hooks);
 extern void rt_replay_cancel(RtReplay *r);
-extern bool rt_replay_next_page(const char *params[RT_REPLAY_PARAMS],
-								char buf[4][24]);
-extern void rt_replay_gap(int64 oldest);
-extern void rt_replay_row(RtStreamEvent *ev);
-extern void rt_replay_page_done(bool ok);
-extern void rt_replay_page_lost(void);
-extern bool rt_replay_waiting(void);
+extern void rt_replay_kick(void);
+extern void rt_replay_connect(void);
+extern void rt_replay_disconnect(void);
 extern uint64 rt_replay_pages(void);
+extern uint64 rt_replay_replica_waits(void);
 
 /* subscription.c */
 #define RT_SUB_NAME_MAX		64

@@ -725,6 +725,7 @@ shut_down(void)
 			break;
 	}
 	rt_feed_stop();
+	rt_replay_disconnect();
 	lws_sul_cancel(&pm_status_timer);
 	exiting = true;
 	lws_context_destroy(context);
@@ -746,6 +747,7 @@ rt_server_worker_main(Datum main_arg)
 
 	rt_subscriptions_init();
 	rt_feed_start();
+	rt_replay_connect();
 	pm_status_check(&pm_status_timer);
 
 	for (;;)
