@@ -618,6 +618,19 @@ rt_db_value_int64(const PGresult *res, int row, int col)
 	return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
+/* A pg_lsn column ("X/X"), InvalidXLogRecPtr when NULL. */
+XLogRecPtr
+rt_db_value_lsn(const PGresult *res, int row, int col)
+{
+	unsigned int hi,
+				lo;
+
+	if (PQgetisnull(res, row, col) ||
+		sscanf(PQgetvalue(res, row, col), "%X/%X", &hi, &lo) != 2)
+		return InvalidXLogRecPtr;
+	return ((uint64) hi << 32) | lo;
+}
+
 static const char *
 value_or_null(const PGresult *res, int row, int col)
 {

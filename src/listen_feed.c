@@ -226,12 +226,7 @@ feed_read_retry(lws_sorted_usec_list_t *sul)
 static void
 feed_settled_at(const PGresult *res, int col)
 {
-	unsigned int hi,
-				lo;
-
-	if (!PQgetisnull(res, 0, col) &&
-		sscanf(PQgetvalue(res, 0, col), "%X/%X", &hi, &lo) == 2)
-		feed.settled_lsn = Max(feed.settled_lsn, ((uint64) hi << 32) | lo);
+	feed.settled_lsn = Max(feed.settled_lsn, rt_db_value_lsn(res, 0, col));
 }
 
 /*

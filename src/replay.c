@@ -366,15 +366,10 @@ page_result(const PGresult *res)
 static void
 position_result(const PGresult *res)
 {
-	unsigned int hi,
-				lo;
-
 	if (PQntuples(res) != 1 || PQnfields(res) != 2)
 		return;
 	server_is_primary = (strcmp(PQgetvalue(res, 0, 0), "f") == 0);
-	if (!PQgetisnull(res, 0, 1) &&
-		sscanf(PQgetvalue(res, 0, 1), "%X/%X", &hi, &lo) == 2)
-		replayed_lsn = Max(replayed_lsn, ((uint64) hi << 32) | lo);
+	replayed_lsn = Max(replayed_lsn, rt_db_value_lsn(res, 0, 1));
 }
 
 static void

@@ -230,6 +230,7 @@ extern bool rt_db_idle(const RtDbConn *c);
 extern RtDbPhase rt_db_phase(const RtDbConn *c);
 extern struct pg_conn *rt_db_pgconn(const RtDbConn *c);
 extern int64 rt_db_value_int64(const struct pg_result *res, int row, int col);
+extern XLogRecPtr rt_db_value_lsn(const struct pg_result *res, int row, int col);
 extern struct RtStreamEvent *rt_db_event_from_row(const struct pg_result *res,
 												  int row);
 
