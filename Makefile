@@ -50,8 +50,6 @@ PG_CFLAGS = -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-in
 PG_CPPFLAGS += -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 SHLIB_LINK += -lwebsockets
-# auth.c's HMAC-SHA256: OpenSSL's, as Postgres' own pg_hmac wraps it.
-SHLIB_LINK += -lcrypto
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -74,11 +72,15 @@ test/unit/test_client_message: test/unit/test_client_message.c \
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport \
 		-lwebsockets
 
-# auth.c without rt_token (RT_AUTH_STANDALONE), which needs the backend
-test/unit/test_auth: test/unit/test_auth.c src/auth.c src/request.c src/rtevents.h
+# auth.c without rt_token (RT_AUTH_STANDALONE), which needs the backend.  It
+# checks JSON nesting with client_message.c's scan; libpgcommon's pg_hmac is
+# OpenSSL's (in the server, the postgres binary brings it), and the test
+# signs its own tokens with OpenSSL too.
+test/unit/test_auth: test/unit/test_auth.c src/auth.c src/client_message.c \
+		src/request.c src/rtevents.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DRT_AUTH_STANDALONE -o $@ \
-		test/unit/test_auth.c src/auth.c src/request.c -L$(pkglibdir) -lpgcommon -lpgport \
-		-lcrypto -lwebsockets
+		test/unit/test_auth.c src/auth.c src/client_message.c src/request.c \
+		-L$(pkglibdir) -lpgcommon -lpgport -lcrypto -lwebsockets
 
 .PHONY: unit-tests
 
@@ -133,9 +135,11 @@ fuzz/fuzz_event_json: fuzz/fuzz_event_json.c fuzz/support.c src/event_json.c src
 FUZZ_TARGETS += fuzz/fuzz_token
 EXTRA_CLEAN += fuzz/fuzz_token
 
-fuzz/fuzz_token: fuzz/fuzz_token.c src/auth.c src/request.c src/rtevents.h
+fuzz/fuzz_token: fuzz/fuzz_token.c fuzz/support.c src/auth.c \
+		src/client_message.c src/request.c src/rtevents.h
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -DRT_AUTH_STANDALONE -o $@ \
-		fuzz/fuzz_token.c src/auth.c src/request.c $(FUZZ_LIBS) -lcrypto -lwebsockets
+		fuzz/fuzz_token.c src/auth.c src/client_message.c src/request.c \
+		$(FUZZ_LIBS) -lcrypto -lwebsockets
 
 fuzz: $(FUZZ_TARGETS)
 

@@ -22,23 +22,38 @@
  * Other claims (iat, iss, aud, anything else) are ignored, but a key of rt
  * the server does not know is refused: ignoring it would widen the token.
  *
- * The worker's half, rt_auth_verify() and rt_auth_allows(), runs inside the
- * libwebsockets event loop, so it never ereports, never pallocs and never
- * longjmps: it decodes into fixed buffers, parses JSON with a small strict
- * parser of its own (bounded length and nesting; duplicate claims and
- * escaped NULs refused, so that no other JWT library can read a different
- * claim set out of the same bytes), and returns claims in malloc'd memory.
+ * Postgres' own code does the work: common/base64 decodes and encodes the
+ * parts (base64url is its alphabet with two characters swapped and no
+ * padding), common/hmac computes the HMAC, and common/jsonapi parses the
+ * header and the claims, with semantic actions that pick out the members
+ * above.  The reading is strict: one spelling of each part (no padding, no
+ * spare bits set), bounded length and nesting, claims named twice refused,
+ * and escaped NULs and bad UTF-8 refused, so that no other JWT library can
+ * read a different claim set out of the same bytes.
  *
- * The HMAC is OpenSSL's one-shot HMAC(), the same code Postgres' own
- * pg_hmac_*() wraps when built with OpenSSL.  pg_hmac_create() itself cannot
- * be used here: in a backend it allocates in TopMemoryContext (ereport on
- * out of memory) and registers with CurrentResourceOwner, which the server
- * worker, outside any transaction, does not have.
+ * The worker's half, rt_auth_verify() and rt_auth_allows(), runs inside
+ * the libwebsockets event loop, where no ereport(ERROR) may escape: the
+ * longjmp would unwind through the library and leave it corrupt.  But the
+ * JSON parser pallocs, and in a backend it ereports when memory runs out or
+ * when a \u escape cannot be converted to the database encoding (the
+ * server worker declares UTF-8, see server_worker.c); pg_hmac_create()
+ * ereports when its resource owner cannot grow.  So rt_auth_verify() runs
+ * all of it in a memory context of its own, reset after every token, inside
+ * PG_TRY: an error becomes a refusal like any other, "unavailable" when
+ * memory ran out and "bad_token" otherwise.  pg_hmac_create() also
+ * registers its OpenSSL context with CurrentResourceOwner, which the
+ * worker, outside any transaction, does not have: HMACs computed there are
+ * registered with a resource owner of this module's own.  Claims are
+ * returned in malloc'd memory, which outlives the context.
  *
  * The SQL half, rt_token(), signs with the same code, then checks its own
  * token with the verifier, so that claims the worker would refuse fail at
- * mint time with the worker's reason.  It is left out of the unit test and
- * fuzz builds (RT_AUTH_STANDALONE), which have no backend to link.
+ * mint time with the worker's reason; there, in a transaction, errors are
+ * ordinary errors.  rt_token() is left out of the unit test and fuzz builds
+ * (RT_AUTH_STANDALONE), which have no backend: there palloc is
+ * libpgcommon's frontend one, malloc that the caller frees (the fuzz
+ * harness with its arena; the unit test leaves it to its exit), nothing
+ * ereports, and there is no PG_TRY.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,10 +62,9 @@
 #include <ctype.h>
 #include <stdlib.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
+#include "common/base64.h"
+#include "common/hmac.h"
+#include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 
 #include "rtevents.h"
@@ -59,10 +73,12 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #endif
 
-#define RT_AUTH_MAX_DEPTH	8		/* JSON nesting, the claims object included */
+#define RT_AUTH_MAX_DEPTH	8		/* JSON nesting, the part's object included */
 #define RT_AUTH_VALUE_MAX	200		/* as request.c's filter values */
 #define RT_AUTH_SIG_LEN		32		/* HMAC-SHA256 */
 #define RT_AUTH_SIG_B64_LEN 43		/* 32 bytes, base64url, no padding */
@@ -72,6 +88,9 @@
 
 /* Decoded parts fit in this: 3 bytes per 4 characters of the whole token. */
 #define RT_AUTH_PART_MAX	(RT_AUTH_TOKEN_MAX / 4 * 3 + 3)
+
+/* Base64 of RT_AUTH_TOKEN_MAX bytes, padded, and its NUL. */
+#define RT_AUTH_B64_MAX		((RT_AUTH_TOKEN_MAX + 2) / 3 * 4 + 1)
 
 static const char *const rt_keys[4] = {
 	"executionId", "batchId", "jobId", "organizationId"
@@ -96,106 +115,123 @@ static const char *const rt_keys[4] = {
 #define MSG_NOT_YET		"the token is not valid yet"
 #define MSG_NO_SECRET	"the server has no rtevents.jwt_secret"
 #define MSG_SHORT_SECRET "the server's rtevents.jwt_secret is shorter than 32 bytes"
+#define MSG_HMAC		"the server could not compute the token's signature"
+#define MSG_UNREADABLE	"the token could not be read"
 #define MSG_OOM			"out of memory"
 
-/* ---- base64url (RFC 4648 section 5), strict ---- */
+#ifndef RT_AUTH_STANDALONE
+/* rt_auth_verify's: what the parser pallocs, and whom HMACs register with */
+static MemoryContext verify_cxt = NULL;
+static ResourceOwner hmac_owner = NULL;
+#endif
 
-static const char b64url_chars[] =
-"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int
-b64url_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
+/* ---- base64url (RFC 4648 section 5), by common/base64 ---- */
 
 /*
- * Decode len characters into out (size bytes at least len / 4 * 3 + 2).
- * JWS forbids padding; a length of 1 mod 4 cannot be base64, and the bits
- * the last character carries beyond the data must be zero.  Refusing
- * everything else makes the encoding canonical: one token, one spelling.
- * Returns the decoded length, or -1.
+ * Encode len bytes into out (size bytes, room for the padded base64 and a
+ * NUL): pg_b64_encode's output, its + and / turned into - and _,
+ * its padding dropped.  Returns the length, or -1.
  */
 static int
-b64url_decode(const char *in, size_t len, uint8 *out, size_t size)
+b64url_encode(const char *in, size_t len, char *out, size_t size)
 {
-	uint32		acc = 0;
-	int			bits = 0;
-	size_t		n = 0;
+	int			n = pg_b64_encode(in, (int) len, out, (int) size - 1);
 
-	if (len % 4 == 1 || len / 4 * 3 + 2 > size)
+	if (n < 0)
 		return -1;
-	for (size_t i = 0; i < len; i++)
-	{
-		int			v = b64url_value((unsigned char) in[i]);
-
-		if (v < 0)
-			return -1;
-		acc = (acc << 6) | (uint32) v;
-		bits += 6;
-		if (bits >= 8)
-		{
-			bits -= 8;
-			out[n++] = (uint8) (acc >> bits);
-		}
-	}
-	if ((acc & ((1U << bits) - 1)) != 0)
-		return -1;
-	return (int) n;
-}
-
-/* Encode len bytes, unpadded, NUL-terminated; out has room (checked by caller). */
-static size_t
-b64url_encode(const uint8 *in, size_t len, char *out)
-{
-	size_t		n = 0;
-	uint32		acc = 0;
-	int			bits = 0;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		acc = (acc << 8) | in[i];
-		bits += 8;
-		while (bits >= 6)
-		{
-			bits -= 6;
-			out[n++] = b64url_chars[(acc >> bits) & 63];
-		}
-	}
-	if (bits > 0)
-		out[n++] = b64url_chars[(acc << (6 - bits)) & 63];
+	while (n > 0 && out[n - 1] == '=')
+		n--;
+	for (int i = 0; i < n; i++)
+		out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
 	out[n] = '\0';
 	return n;
 }
 
-static size_t
-b64url_len(size_t len)
+/*
+ * Decode len characters into out (size bytes).  JWS forbids padding, and
+ * the standard alphabet's + and / are not base64url: those are refused,
+ * then the part is translated and padded for pg_b64_decode (which refuses
+ * anything else, whitespace included).  base64 leaves a few bits of the last
+ * character spare, and a decoder that ignores them reads several spellings
+ * as one token: the bytes, encoded again, must give the same characters.
+ * Returns the decoded length, or -1.
+ */
+static int
+b64url_decode(const char *in, size_t len, char *out, size_t size)
 {
-	return len / 3 * 4 + (len % 3 == 0 ? 0 : len % 3 + 1);
+	char		padded[RT_AUTH_TOKEN_MAX + 4];
+	char		again[RT_AUTH_B64_MAX];
+	size_t		n = 0;
+	int			decoded;
+
+	if (len > RT_AUTH_TOKEN_MAX || len % 4 == 1)
+		return -1;
+	for (size_t i = 0; i < len; i++)
+	{
+		if (in[i] == '+' || in[i] == '/' || in[i] == '=')
+			return -1;
+		padded[n++] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+	}
+	while (n % 4 != 0)
+		padded[n++] = '=';
+	decoded = pg_b64_decode(padded, (int) n, out, (int) size);
+	if (decoded < 0 ||
+		b64url_encode(out, decoded, again, sizeof(again)) != (int) len ||
+		memcmp(again, in, len) != 0)
+		return -1;
+	return decoded;
 }
 
-/* ---- HMAC-SHA256 ---- */
+/* ---- HMAC-SHA256, by common/hmac ---- */
 
 static bool
 hmac_sha256(const char *secret, const char *data, size_t len,
 			uint8 mac[RT_AUTH_SIG_LEN])
 {
-	unsigned int mac_len = 0;
+	pg_hmac_ctx *ctx;
+	bool		ok;
 
-	if (HMAC(EVP_sha256(), secret, (int) strlen(secret),
-			 (const unsigned char *) data, len, mac, &mac_len) == NULL)
-		return false;
-	return mac_len == RT_AUTH_SIG_LEN;
+#ifndef RT_AUTH_STANDALONE
+	ResourceOwner saved = CurrentResourceOwner;
+
+	/*
+	 * Outside a transaction, an owner of this module's own.  If
+	 * pg_hmac_create() ereports (its owner could not grow), the caller's is
+	 * put back by rt_auth_verify's PG_CATCH.
+	 */
+	if (CurrentResourceOwner == NULL)
+	{
+		if (hmac_owner == NULL)
+			hmac_owner = ResourceOwnerCreate(NULL, "rtevents tokens");
+		CurrentResourceOwner = hmac_owner;
+	}
+#endif
+	ctx = pg_hmac_create(PG_SHA256);
+	ok = ctx != NULL &&
+		pg_hmac_init(ctx, (const uint8 *) secret, strlen(secret)) == 0 &&
+		pg_hmac_update(ctx, (const uint8 *) data, len) == 0 &&
+		pg_hmac_final(ctx, mac, RT_AUTH_SIG_LEN) == 0;
+	pg_hmac_free(ctx);
+#ifndef RT_AUTH_STANDALONE
+	CurrentResourceOwner = saved;
+#endif
+	return ok;
+}
+
+/*
+ * Whether two MACs are equal, in a time that does not tell where they
+ * differ.  Postgres' timingsafe_bcmp() came to version 15 only with a
+ * minor release (15.18): built against it, rtevents would not load into
+ * an older 15 server.
+ */
+static bool
+mac_equal(const uint8 *a, const uint8 *b)
+{
+	uint8		diff = 0;
+
+	for (int i = 0; i < RT_AUTH_SIG_LEN; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
 }
 
 /* The secret, checked as verifying and signing both need it. */
@@ -216,551 +252,379 @@ secret_usable(const char *secret, const char **message)
 	return true;
 }
 
-/* ---- JSON, strict and bounded (RFC 8259) ---- */
+/* ---- the header and the claims, by common/jsonapi ---- */
 
-typedef struct JsonIn
-{
-	const char *p;
-	const char *end;
-} JsonIn;
-
-static void
-skip_ws(JsonIn *in)
-{
-	while (in->p < in->end &&
-		   (*in->p == ' ' || *in->p == '\t' || *in->p == '\n' || *in->p == '\r'))
-		in->p++;
-}
-
-/* Consume c, after any whitespace. */
-static bool
-take(JsonIn *in, char c)
-{
-	skip_ws(in);
-	if (in->p < in->end && *in->p == c)
-	{
-		in->p++;
-		return true;
-	}
-	return false;
-}
-
-static bool
-peek(JsonIn *in, char c)
-{
-	skip_ws(in);
-	return in->p < in->end && *in->p == c;
-}
-
-static bool
-hex4(JsonIn *in, uint32 *cp)
-{
-	*cp = 0;
-	if (in->end - in->p < 4)
-		return false;
-	for (int i = 0; i < 4; i++)
-	{
-		unsigned char c = (unsigned char) *in->p++;
-
-		if (!isxdigit(c))
-			return false;
-		*cp = (*cp << 4) | (uint32) (isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10));
-	}
-	return true;
-}
-
-/* Append a byte to out if it fits; *len counts every byte regardless. */
-static void
-put(char *out, size_t size, size_t *len, char c)
-{
-	if (out != NULL && *len + 1 < size)
-		out[*len] = c;
-	(*len)++;
-}
+/* The members of the header and of the claims read, as bits. */
+#define M_ALG		0x01
+#define M_TYP		0x02
+#define M_CRIT		0x04
+#define M_EXP		0x08
+#define M_NBF		0x10
+#define M_IAT		0x20
+#define M_SUB		0x40
+#define M_ADMIN		0x80
+#define M_RT		0x100
 
 /*
- * A string, after whitespace.  Its unescaped value goes to out when out is
- * not NULL, NUL-terminated if it fits in size bytes; *len is its length
- * either way, so len >= size means it did not fit.  Refuses bad UTF-8, raw
- * control characters, lone surrogates, and \u0000, which would end a C
- * string early: "e1\u0000x" must not pass for "e1".
+ * The semantic actions' state.  The actions see every value as it begins,
+ * at the depth of the container holding it (0 for the part itself); once a
+ * reason to refuse is found they do nothing more, and the parser only
+ * checks that the rest is JSON.
  */
-static bool
-json_string(JsonIn *in, char *out, size_t size, size_t *len)
+typedef struct PartState
 {
-	*len = 0;
-	if (!take(in, '"'))
-		return false;
-	while (in->p < in->end)
-	{
-		unsigned char c = (unsigned char) *in->p;
+	bool		header;			/* the header, else the claims */
+	RtAuthClaims *claims;		/* filled as the claims are read */
+	int			depth;			/* objects and arrays open */
+	int			member;			/* the part's member whose value comes */
+	int			seen;			/* the part's members named so far */
+	bool		any;			/* the part's object has a member */
+	bool		rt_open;		/* depth 2 is rt's object */
+	int			rt_key;			/* there, the key whose value comes */
+	int			rt_seen;		/* its keys named so far, as bits */
+	bool		values_open;	/* depth 3 is the array of rt_key's values */
+	const char *message;		/* the first reason to refuse, if any */
+	bool		oom;
+} PartState;
 
-		if (c == '"')
-		{
-			in->p++;
-			if (out != NULL && size > 0)
-				out[*len < size ? *len : size - 1] = '\0';
-			return true;
-		}
-		if (c < 0x20)
-			return false;
-		if (c >= 0x80)
-		{
-			int			l = pg_utf_mblen((const unsigned char *) in->p);
-
-			if (l > in->end - in->p ||
-				!pg_utf8_islegal((const unsigned char *) in->p, l))
-				return false;
-			for (int i = 0; i < l; i++)
-				put(out, size, len, *in->p++);
-			continue;
-		}
-		in->p++;
-		if (c != '\\')
-		{
-			put(out, size, len, (char) c);
-			continue;
-		}
-		if (in->p >= in->end)
-			return false;
-		c = (unsigned char) *in->p++;
-		switch (c)
-		{
-			case '"':
-			case '\\':
-			case '/':
-				put(out, size, len, (char) c);
-				break;
-			case 'b':
-				put(out, size, len, '\b');
-				break;
-			case 'f':
-				put(out, size, len, '\f');
-				break;
-			case 'n':
-				put(out, size, len, '\n');
-				break;
-			case 'r':
-				put(out, size, len, '\r');
-				break;
-			case 't':
-				put(out, size, len, '\t');
-				break;
-			case 'u':
-				{
-					uint32		cp,
-								lo;
-
-					if (!hex4(in, &cp) || cp == 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
-						return false;
-					if (cp >= 0xD800 && cp <= 0xDBFF)
-					{
-						if (in->end - in->p < 2 || in->p[0] != '\\' || in->p[1] != 'u')
-							return false;
-						in->p += 2;
-						if (!hex4(in, &lo) || lo < 0xDC00 || lo > 0xDFFF)
-							return false;
-						cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-					}
-					if (cp < 0x80)
-						put(out, size, len, (char) cp);
-					else if (cp < 0x800)
-					{
-						put(out, size, len, (char) (0xC0 | (cp >> 6)));
-						put(out, size, len, (char) (0x80 | (cp & 0x3F)));
-					}
-					else if (cp < 0x10000)
-					{
-						put(out, size, len, (char) (0xE0 | (cp >> 12)));
-						put(out, size, len, (char) (0x80 | ((cp >> 6) & 0x3F)));
-						put(out, size, len, (char) (0x80 | (cp & 0x3F)));
-					}
-					else
-					{
-						put(out, size, len, (char) (0xF0 | (cp >> 18)));
-						put(out, size, len, (char) (0x80 | ((cp >> 12) & 0x3F)));
-						put(out, size, len, (char) (0x80 | ((cp >> 6) & 0x3F)));
-						put(out, size, len, (char) (0x80 | (cp & 0x3F)));
-					}
-				}
-				break;
-			default:
-				return false;
-		}
-	}
+static bool
+refuse(PartState *st, const char *message)
+{
+	if (st->message == NULL)
+		st->message = message;
 	return false;
 }
 
 /*
- * A number, after whitespace, checked against JSON's grammar.  *time says
- * whether it can be a NumericDate as rtevents reads them: no exponent, at
- * most 15 integer digits (31 million years); then *lo and *hi are its floor
- * and ceiling in whole seconds.
+ * A NumericDate as rtevents reads them, from a number's text (JSON by the
+ * lexer's checks): no exponent, at most 15 integer digits (31 million
+ * years).  *lo and *hi are its floor and ceiling in whole seconds.
  */
 static bool
-json_number(JsonIn *in, bool *time, int64 *lo, int64 *hi)
+numeric_date(const char *s, int64 *lo, int64 *hi)
 {
-	bool		neg = false,
-				frac = false;
+	bool		neg = (*s == '-');
+	bool		frac = false;
 	int			digits = 0;
 	int64		v = 0;
 
-	skip_ws(in);
-	*time = true;
-	if (in->p < in->end && *in->p == '-')
+	if (neg)
+		s++;
+	for (; isdigit((unsigned char) *s); s++)
 	{
-		neg = true;
-		in->p++;
-	}
-	if (in->p >= in->end || !isdigit((unsigned char) *in->p))
-		return false;
-	if (*in->p == '0')
-	{
-		in->p++;
-		digits = 1;
-	}
-	else
-		while (in->p < in->end && isdigit((unsigned char) *in->p))
-		{
-			if (++digits <= 15)
-				v = v * 10 + (*in->p - '0');
-			in->p++;
-		}
-	if (digits > 15)
-		*time = false;
-	if (in->p < in->end && *in->p == '.')
-	{
-		in->p++;
-		if (in->p >= in->end || !isdigit((unsigned char) *in->p))
+		if (++digits > 15)
 			return false;
-		while (in->p < in->end && isdigit((unsigned char) *in->p))
-			frac |= (*in->p++ != '0');
+		v = v * 10 + (*s - '0');
 	}
-	if (in->p < in->end && (*in->p == 'e' || *in->p == 'E'))
-	{
-		*time = false;
-		in->p++;
-		if (in->p < in->end && (*in->p == '+' || *in->p == '-'))
-			in->p++;
-		if (in->p >= in->end || !isdigit((unsigned char) *in->p))
-			return false;
-		while (in->p < in->end && isdigit((unsigned char) *in->p))
-			in->p++;
-	}
+	if (*s == '.')
+		for (s++; isdigit((unsigned char) *s); s++)
+			frac |= (*s != '0');
+	if (*s != '\0')
+		return false;			/* an exponent */
 	*lo = neg ? -v - (frac ? 1 : 0) : v;
 	*hi = neg ? -v : v + (frac ? 1 : 0);
 	return true;
 }
 
-static bool
-json_literal(JsonIn *in, const char *word)
-{
-	size_t		n = strlen(word);
-
-	skip_ws(in);
-	if ((size_t) (in->end - in->p) < n || memcmp(in->p, word, n) != 0)
-		return false;
-	in->p += n;
-	return true;
-}
-
 /*
- * Any value, checked and skipped.  depth is the nesting of the container
- * holding it; a container in it would be depth + 1.
+ * The header: alg must be exactly HS256 ("none", HS512 and RS256 are
+ * refused, whatever the signature); typ, if given, JWT (RFC 7515 4.1.9: a
+ * media type, "application/" optional), so that a token typed for
+ * something else (at+jwt, say) signed with the same secret is not taken
+ * for one of ours.  crit is refused: it names extensions the verifier must
+ * understand, and this one understands none.  kid and the rest are ignored.
  */
-static bool
-json_skip(JsonIn *in, int depth)
+static void
+header_field(PartState *st, const char *name)
 {
-	size_t		len;
-	bool		time;
-	int64		lo,
-				hi;
+	int			m;
 
-	skip_ws(in);
-	if (in->p >= in->end)
-		return false;
-	switch (*in->p)
+	if (st->depth != 1)
+		return;
+	st->any = true;
+	m = strcmp(name, "alg") == 0 ? M_ALG :
+		strcmp(name, "typ") == 0 ? M_TYP :
+		strcmp(name, "crit") == 0 ? M_CRIT : 0;
+	if ((m & M_CRIT) != 0 || (m & st->seen) != 0)
+		refuse(st, MSG_HEADER);
+	st->seen |= m;
+	st->member = m;
+}
+
+static void
+header_value(PartState *st, const char *token, JsonTokenType type)
+{
+	if (st->depth == 0 && type != JSON_TOKEN_OBJECT_START)
+		refuse(st, MSG_HEADER);
+	else if (st->depth == 1 && st->member == M_ALG &&
+			 (type != JSON_TOKEN_STRING || strcmp(token, "HS256") != 0))
+		refuse(st, MSG_ALG);
+	else if (st->depth == 1 && st->member == M_TYP &&
+			 (type != JSON_TOKEN_STRING ||
+			  (pg_strcasecmp(token, "JWT") != 0 &&
+			   pg_strcasecmp(token, "application/jwt") != 0)))
+		refuse(st, MSG_HEADER);
+}
+
+static void
+header_end(PartState *st)
+{
+	if (st->depth == 0 && !st->any)
+		refuse(st, MSG_HEADER);
+}
+
+/* The claims: one JSON object. */
+static void
+claims_field(PartState *st, const char *name)
+{
+	if (st->depth == 1)
 	{
-		case '"':
-			return json_string(in, NULL, 0, &len);
-		case 't':
-			return json_literal(in, "true");
-		case 'f':
-			return json_literal(in, "false");
-		case 'n':
-			return json_literal(in, "null");
-		case '{':
-		case '[':
-			{
-				bool		object = (*in->p == '{');
-				char		close = object ? '}' : ']';
+		int			m = strcmp(name, "exp") == 0 ? M_EXP :
+			strcmp(name, "nbf") == 0 ? M_NBF :
+			strcmp(name, "iat") == 0 ? M_IAT :
+			strcmp(name, "sub") == 0 ? M_SUB :
+			strcmp(name, "admin") == 0 ? M_ADMIN :
+			strcmp(name, "rt") == 0 ? M_RT : 0;
 
-				if (depth + 1 > RT_AUTH_MAX_DEPTH)
-					return false;
-				in->p++;
-				if (take(in, close))
-					return true;
-				do
-				{
-					if (object && (!json_string(in, NULL, 0, &len) || !take(in, ':')))
-						return false;
-					if (!json_skip(in, depth + 1))
-						return false;
-				} while (take(in, ','));
-				return take(in, close);
-			}
-		default:
-			return json_number(in, &time, &lo, &hi);
+		if ((m & st->seen) != 0)
+			refuse(st, MSG_DUPLICATE);
+		st->seen |= m;
+		st->member = m;
 	}
-}
-
-/* ---- claims ---- */
-
-typedef struct Parse
-{
-	JsonIn		in;
-	const char *message;		/* the first reason to refuse */
-	bool		oom;
-} Parse;
-
-static bool
-refuse(Parse *ps, const char *message)
-{
-	if (ps->message == NULL)
-		ps->message = message;
-	return false;
-}
-
-/* One key of rt: an array of 1 to RT_AUTH_MAX_VALUES strings. */
-static bool
-parse_rt_values(Parse *ps, RtAuthClaims *claims, int key)
-{
-	char		value[RT_AUTH_VALUE_MAX + 1];
-	size_t		len;
-	char	  **values;
-
-	if (!take(&ps->in, '['))
-		return refuse(ps, MSG_RT_VALUES);
-	if ((values = malloc(RT_AUTH_MAX_VALUES * sizeof(char *))) == NULL)
-	{
-		ps->oom = true;
-		return refuse(ps, MSG_OOM);
-	}
-	claims->allowed[key] = values;
-	claims->nallowed[key] = 0;
-	if (peek(&ps->in, ']'))
-		return refuse(ps, MSG_RT_VALUES);
-	do
-	{
-		if (!peek(&ps->in, '"'))
-			return refuse(ps, json_skip(&ps->in, 3) ? MSG_RT_VALUES : MSG_JSON);
-		if (!json_string(&ps->in, value, sizeof(value), &len))
-			return refuse(ps, MSG_JSON);
-		if (len == 0 || len > RT_AUTH_VALUE_MAX ||
-			claims->nallowed[key] == RT_AUTH_MAX_VALUES)
-			return refuse(ps, MSG_RT_VALUES);
-		if (key == 3 && !rt_request_is_uuid(value))
-			return refuse(ps, MSG_RT_UUID);
-		if ((values[claims->nallowed[key]] = strdup(value)) == NULL)
-		{
-			ps->oom = true;
-			return refuse(ps, MSG_OOM);
-		}
-		claims->nallowed[key]++;
-	} while (take(&ps->in, ','));
-	return take(&ps->in, ']') || refuse(ps, MSG_JSON);
-}
-
-static bool
-parse_rt(Parse *ps, RtAuthClaims *claims)
-{
-	char		key[32];
-	size_t		len;
-
-	if (!peek(&ps->in, '{'))
-		return refuse(ps, json_skip(&ps->in, 1) ? MSG_RT : MSG_JSON);
-	ps->in.p++;
-	if (take(&ps->in, '}'))
-		return refuse(ps, MSG_RT);	/* {} restricts nothing: surely a mistake */
-	do
+	else if (st->depth == 2 && st->rt_open)
 	{
 		int			k;
 
-		if (!json_string(&ps->in, key, sizeof(key), &len) || !take(&ps->in, ':'))
-			return refuse(ps, MSG_JSON);
 		for (k = 0; k < 4; k++)
-			if (len < sizeof(key) && strcmp(key, rt_keys[k]) == 0)
+			if (strcmp(name, rt_keys[k]) == 0)
 				break;
 		if (k == 4)
-			return refuse(ps, MSG_RT);
-		if (claims->allowed[k] != NULL)
-			return refuse(ps, MSG_DUPLICATE);
-		if (!parse_rt_values(ps, claims, k))
-			return false;
-	} while (take(&ps->in, ','));
-	return take(&ps->in, '}') || refuse(ps, MSG_JSON);
+			refuse(st, MSG_RT);
+		else if ((st->rt_seen & (1 << k)) != 0)
+			refuse(st, MSG_DUPLICATE);
+		else
+		{
+			st->rt_seen |= 1 << k;
+			st->rt_key = k;
+		}
+	}
 }
 
-/* A NumericDate claim: exp, nbf or iat. */
-static bool
-parse_time(Parse *ps, int64 *lo, int64 *hi)
+/* A value of an rt key's array. */
+static void
+rt_value(PartState *st, const char *token, JsonTokenType type)
 {
-	bool		time;
+	RtAuthClaims *c = st->claims;
+	int			k = st->rt_key;
+	size_t		len = type == JSON_TOKEN_STRING ? strlen(token) : 0;
 
-	skip_ws(&ps->in);
-	if (ps->in.p >= ps->in.end ||
-		!(*ps->in.p == '-' || isdigit((unsigned char) *ps->in.p)))
-		return refuse(ps, json_skip(&ps->in, 1) ? MSG_TIME : MSG_JSON);
-	if (!json_number(&ps->in, &time, lo, hi))
-		return refuse(ps, MSG_JSON);
-	return time || refuse(ps, MSG_TIME);
-}
-
-/* The payload: one JSON object, the claims. */
-static bool
-parse_claims(Parse *ps, RtAuthClaims *claims)
-{
-	enum
+	if (type != JSON_TOKEN_STRING || len == 0 || len > RT_AUTH_VALUE_MAX ||
+		c->nallowed[k] == RT_AUTH_MAX_VALUES)
+		refuse(st, MSG_RT_VALUES);
+	else if (k == 3 && !rt_request_is_uuid(token))
+		refuse(st, MSG_RT_UUID);
+	else if ((c->allowed[k][c->nallowed[k]] = strdup(token)) == NULL)
 	{
-		SEEN_EXP = 1, SEEN_NBF = 2, SEEN_IAT = 4, SEEN_SUB = 8,
-		SEEN_ADMIN = 16, SEEN_RT = 32
-	};
-	int			seen = 0;
-	char		name[8];
-	size_t		len;
+		st->oom = true;
+		refuse(st, MSG_OOM);
+	}
+	else
+		c->nallowed[k]++;
+}
+
+static void
+claims_value(PartState *st, const char *token, JsonTokenType type)
+{
+	RtAuthClaims *c = st->claims;
 	int64		lo,
 				hi;
 
-	if (!take(&ps->in, '{'))
-		return refuse(ps, MSG_JSON);
-	if (!take(&ps->in, '}'))
+	if (st->depth == 0)
 	{
-		do
-		{
-			int			bit = 0;
-
-			if (!json_string(&ps->in, name, sizeof(name), &len) ||
-				!take(&ps->in, ':'))
-				return refuse(ps, MSG_JSON);
-			if (len >= sizeof(name))
-				name[0] = '\0';	/* longer than any claim read here */
-			bit = strcmp(name, "exp") == 0 ? SEEN_EXP :
-				strcmp(name, "nbf") == 0 ? SEEN_NBF :
-				strcmp(name, "iat") == 0 ? SEEN_IAT :
-				strcmp(name, "sub") == 0 ? SEEN_SUB :
-				strcmp(name, "admin") == 0 ? SEEN_ADMIN :
-				strcmp(name, "rt") == 0 ? SEEN_RT : 0;
-			if (bit != 0 && (seen & bit) != 0)
-				return refuse(ps, MSG_DUPLICATE);
-			seen |= bit;
-			switch (bit)
-			{
-				case SEEN_EXP:
-					/* the floor: a fraction of a second does not extend it */
-					if (!parse_time(ps, &claims->exp, &hi))
-						return false;
-					break;
-				case SEEN_NBF:
-					/* the ceiling: nor does it start early */
-					if (!parse_time(ps, &lo, &claims->nbf))
-						return false;
-					claims->has_nbf = true;
-					break;
-				case SEEN_IAT:
-					if (!parse_time(ps, &lo, &hi))
-						return false;
-					break;
-				case SEEN_SUB:
-					if (!peek(&ps->in, '"'))
-						return refuse(ps, json_skip(&ps->in, 1) ? MSG_SUB : MSG_JSON);
-					if (!json_string(&ps->in, claims->sub, sizeof(claims->sub), &len))
-						return refuse(ps, MSG_JSON);
-					if (len >= sizeof(claims->sub))
-						return refuse(ps, MSG_SUB);
-					claims->has_sub = true;
-					break;
-				case SEEN_ADMIN:
-					if (peek(&ps->in, 't') && json_literal(&ps->in, "true"))
-						claims->admin = true;
-					else if (!(peek(&ps->in, 'f') && json_literal(&ps->in, "false")))
-						return refuse(ps, json_skip(&ps->in, 1) ? MSG_ADMIN : MSG_JSON);
-					break;
-				case SEEN_RT:
-					if (!parse_rt(ps, claims))
-						return false;
-					break;
-				default:
-					if (!json_skip(&ps->in, 1))
-						return refuse(ps, MSG_JSON);
-					break;
-			}
-		} while (take(&ps->in, ','));
-		if (!take(&ps->in, '}'))
-			return refuse(ps, MSG_JSON);
+		if (type != JSON_TOKEN_OBJECT_START)
+			refuse(st, MSG_JSON);
+		return;
 	}
-	skip_ws(&ps->in);
-	if (ps->in.p != ps->in.end)
-		return refuse(ps, MSG_JSON);
-	if ((seen & SEEN_EXP) == 0)
-		return refuse(ps, MSG_NO_EXP);
-	return true;
+	if (st->depth == 2 && st->rt_open)
+	{
+		/* one key of rt: an array of 1 to RT_AUTH_MAX_VALUES strings */
+		if (type != JSON_TOKEN_ARRAY_START)
+			refuse(st, MSG_RT_VALUES);
+		else if ((c->allowed[st->rt_key] =
+				  malloc(RT_AUTH_MAX_VALUES * sizeof(char *))) == NULL)
+		{
+			st->oom = true;
+			refuse(st, MSG_OOM);
+		}
+		else
+			st->values_open = true;
+		return;
+	}
+	if (st->depth == 3 && st->values_open)
+	{
+		rt_value(st, token, type);
+		return;
+	}
+	if (st->depth != 1)
+		return;
+
+	switch (st->member)
+	{
+		case M_EXP:
+		case M_NBF:
+		case M_IAT:
+			if (type != JSON_TOKEN_NUMBER || !numeric_date(token, &lo, &hi))
+				refuse(st, MSG_TIME);
+			else if (st->member == M_EXP)
+				c->exp = lo;	/* the floor: a fraction does not extend it */
+			else if (st->member == M_NBF)
+			{
+				c->nbf = hi;	/* the ceiling: nor does it start early */
+				c->has_nbf = true;
+			}
+			break;
+		case M_SUB:
+			if (type != JSON_TOKEN_STRING || strlen(token) >= sizeof(c->sub))
+				refuse(st, MSG_SUB);
+			else
+			{
+				strlcpy(c->sub, token, sizeof(c->sub));
+				c->has_sub = true;
+			}
+			break;
+		case M_ADMIN:
+			if (type == JSON_TOKEN_TRUE)
+				c->admin = true;
+			else if (type != JSON_TOKEN_FALSE)
+				refuse(st, MSG_ADMIN);
+			break;
+		case M_RT:
+			if (type != JSON_TOKEN_OBJECT_START)
+				refuse(st, MSG_RT);
+			else
+				st->rt_open = true;
+			break;
+		default:
+			break;				/* a claim rtevents does not read */
+	}
+}
+
+static void
+claims_end(PartState *st)
+{
+	if (st->depth == 1 && st->rt_open)
+	{
+		/* {} restricts nothing: surely a mistake */
+		if (st->rt_seen == 0)
+			refuse(st, MSG_RT);
+		st->rt_open = false;
+	}
+	else if (st->depth == 2 && st->values_open)
+	{
+		if (st->claims->nallowed[st->rt_key] == 0)
+			refuse(st, MSG_RT_VALUES);
+		st->values_open = false;
+	}
+}
+
+/* The parser's actions, for either part. */
+
+static void
+on_value(PartState *st, const char *token, JsonTokenType type)
+{
+	if (st->message != NULL)
+		return;
+	if (st->header)
+		header_value(st, token, type);
+	else
+		claims_value(st, token, type);
+}
+
+static void
+on_object_start(void *state)
+{
+	PartState  *st = state;
+
+	on_value(st, NULL, JSON_TOKEN_OBJECT_START);
+	st->depth++;
+}
+
+static void
+on_array_start(void *state)
+{
+	PartState  *st = state;
+
+	on_value(st, NULL, JSON_TOKEN_ARRAY_START);
+	st->depth++;
+}
+
+static void
+on_end(void *state)
+{
+	PartState  *st = state;
+
+	st->depth--;
+	if (st->message != NULL)
+		return;
+	if (st->header)
+		header_end(st);
+	else
+		claims_end(st);
+}
+
+static void
+on_field(void *state, char *fname, bool isnull)
+{
+	PartState  *st = state;
+
+	if (st->message != NULL)
+		return;
+	if (st->header)
+		header_field(st, fname);
+	else
+		claims_field(st, fname);
+}
+
+static void
+on_scalar(void *state, char *token, JsonTokenType type)
+{
+	on_value(state, token, type);
 }
 
 /*
- * The header: alg must be exactly HS256 ("none", HS512 and RS256 are
- * refused, whatever the signature); typ, if given, JWT, so that a token
- * typed for something else (at+jwt, say) signed with the same secret is
- * not taken for one of ours.  crit is refused:
- * it names extensions the verifier must understand, and this one
- * understands none.  kid and the rest are ignored.
+ * Read one decoded part, NUL-free and UTF-8 (which the parser leaves to
+ * its callers to check), nested at most RT_AUTH_MAX_DEPTH deep (checked
+ * before parsing, since the parser recurses once per level).  The first
+ * reason to refuse wins: a member of the wrong kind before bytes that are
+ * not JSON is the reason given.  False with st->message.
  */
 static bool
-parse_header(Parse *ps)
+parse_part(PartState *st, char *text, int len)
 {
-	char		name[8],
-				value[16];
-	size_t		len,
-				vlen;
-	bool		has_alg = false,
-				has_typ = false;
+	const char *not_json = st->header ? MSG_HEADER : MSG_JSON;
+	JsonLexContext *lex;
+	JsonSemAction sem;
 
-	if (!take(&ps->in, '{') || take(&ps->in, '}'))
-		return refuse(ps, MSG_HEADER);
-	do
-	{
-		if (!json_string(&ps->in, name, sizeof(name), &len) || !take(&ps->in, ':'))
-			return refuse(ps, MSG_HEADER);
-		if (len >= sizeof(name))
-			name[0] = '\0';
-		if (strcmp(name, "alg") == 0 || strcmp(name, "typ") == 0)
-		{
-			bool		alg = (name[0] == 'a');
+	if (pg_encoding_verifymbstr(PG_UTF8, text, len) != len ||
+		!rt_json_nesting_at_most(text, len, RT_AUTH_MAX_DEPTH))
+		return refuse(st, not_json);
 
-			if (alg ? has_alg : has_typ)
-				return refuse(ps, MSG_HEADER);
-			if (!peek(&ps->in, '"') ||
-				!json_string(&ps->in, value, sizeof(value), &vlen) ||
-				vlen >= sizeof(value))
-				return refuse(ps, alg ? MSG_ALG : MSG_HEADER);
-			/* typ: RFC 7515 4.1.9, a media type, "application/" optional */
-			if (alg ? strcmp(value, "HS256") != 0 :
-				(pg_strcasecmp(value, "JWT") != 0 &&
-				 pg_strcasecmp(value, "application/jwt") != 0))
-				return refuse(ps, alg ? MSG_ALG : MSG_HEADER);
-			if (alg)
-				has_alg = true;
-			else
-				has_typ = true;
-		}
-		else if (strcmp(name, "crit") == 0 || !json_skip(&ps->in, 1))
-			return refuse(ps, MSG_HEADER);
-	} while (take(&ps->in, ','));
-	if (!take(&ps->in, '}'))
-		return refuse(ps, MSG_HEADER);
-	skip_ws(&ps->in);
-	if (ps->in.p != ps->in.end)
-		return refuse(ps, MSG_HEADER);
-	return has_alg || refuse(ps, MSG_ALG);
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = st;
+	sem.object_start = on_object_start;
+	sem.object_end = on_end;
+	sem.array_start = on_array_start;
+	sem.array_end = on_end;
+	sem.object_field_start = on_field;
+	sem.scalar = on_scalar;
+	lex = makeJsonLexContextCstringLen(text, len, PG_UTF8, true);
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
+		return refuse(st, not_json);
+	if (st->message != NULL)
+		return false;
+	if (st->header)
+		return (st->seen & M_ALG) != 0 || refuse(st, MSG_ALG);
+	return (st->seen & M_EXP) != 0 || refuse(st, MSG_NO_EXP);
 }
 
 void
@@ -777,7 +641,8 @@ rt_auth_claims_free(RtAuthClaims *claims)
 
 /*
  * The work of rt_auth_verify; rt_token passes check_times false, to check
- * the claims of a token that may be meant for later.
+ * the claims of a token that may be meant for later.  It pallocs in the
+ * current memory context and, in a backend, may ereport.
  */
 static bool
 verify(const char *token, size_t len, const char *secret, bool check_times,
@@ -786,11 +651,11 @@ verify(const char *token, size_t len, const char *secret, bool check_times,
 {
 	const char *dot1,
 			   *dot2;
-	uint8		part[RT_AUTH_PART_MAX];
+	char		part[RT_AUTH_PART_MAX];
 	uint8		sig[RT_AUTH_SIG_LEN];
 	uint8		mac[RT_AUTH_SIG_LEN];
 	int			n;
-	Parse		ps;
+	PartState	st;
 
 	memset(claims, 0, sizeof(*claims));
 	*code = "unavailable";
@@ -813,23 +678,23 @@ verify(const char *token, size_t len, const char *secret, bool check_times,
 	}
 
 	/* The header first: a token for another algorithm gets that reason. */
-	memset(&ps, 0, sizeof(ps));
 	if ((n = b64url_decode(token, dot1 - token, part, sizeof(part))) < 0)
 	{
 		*message = MSG_SHAPE;
 		return false;
 	}
-	ps.in.p = (const char *) part;
-	ps.in.end = (const char *) part + n;
-	if (!parse_header(&ps))
+	memset(&st, 0, sizeof(st));
+	st.header = true;
+	if (!parse_part(&st, part, n))
 	{
-		*message = ps.message;
+		*message = st.message;
 		return false;
 	}
 
 	/* Then the signature, before a byte of the claims is parsed. */
 	if (len - (dot2 + 1 - token) != RT_AUTH_SIG_B64_LEN ||
-		b64url_decode(dot2 + 1, RT_AUTH_SIG_B64_LEN, sig, sizeof(sig)) != RT_AUTH_SIG_LEN)
+		b64url_decode(dot2 + 1, RT_AUTH_SIG_B64_LEN, (char *) sig,
+					  sizeof(sig)) != RT_AUTH_SIG_LEN)
 	{
 		*message = MSG_SIGNATURE;
 		return false;
@@ -837,29 +702,28 @@ verify(const char *token, size_t len, const char *secret, bool check_times,
 	if (!hmac_sha256(secret, token, dot2 - token, mac))
 	{
 		*code = "unavailable";
-		*message = MSG_OOM;
+		*message = MSG_HMAC;
 		return false;
 	}
-	if (CRYPTO_memcmp(sig, mac, RT_AUTH_SIG_LEN) != 0)
+	if (!mac_equal(sig, mac))
 	{
 		*message = MSG_SIGNATURE;
 		return false;
 	}
 
 	/* The claims, now known to come from a holder of the secret. */
-	memset(&ps, 0, sizeof(ps));
 	if ((n = b64url_decode(dot1 + 1, dot2 - (dot1 + 1), part, sizeof(part))) < 0)
 	{
 		*message = MSG_SHAPE;
 		return false;
 	}
-	ps.in.p = (const char *) part;
-	ps.in.end = (const char *) part + n;
-	if (!parse_claims(&ps, claims))
+	memset(&st, 0, sizeof(st));
+	st.claims = claims;
+	if (!parse_part(&st, part, n))
 	{
-		if (ps.oom)
+		if (st.oom)
 			*code = "unavailable";
-		*message = ps.message;
+		*message = st.message;
 		rt_auth_claims_free(claims);
 		return false;
 	}
@@ -893,14 +757,62 @@ verify(const char *token, size_t len, const char *secret, bool check_times,
  * frees them with rt_auth_claims_free.  False with *code (bad_token,
  * token_expired, token_not_yet_valid; unavailable when the server has no
  * usable secret or runs out of memory) and a constant *message; *claims
- * then holds nothing.  Safe in the event loop.
+ * then holds nothing.  Safe in the event loop: see the top of the file.
  */
 bool
 rt_auth_verify(const char *token, size_t len, const char *secret,
 			   int64 now_unix, RtAuthClaims *claims, const char **code,
 			   const char **message)
 {
+#ifdef RT_AUTH_STANDALONE
 	return verify(token, len, secret, true, now_unix, claims, code, message);
+#else
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = false;
+	const char *volatile c = NULL;
+	const char *volatile m = NULL;
+
+	memset(claims, 0, sizeof(*claims));
+	PG_TRY();
+	{
+		const char *c1;
+		const char *m1;
+
+		if (verify_cxt == NULL)
+			verify_cxt = AllocSetContextCreate(TopMemoryContext,
+											   "rtevents token",
+											   ALLOCSET_SMALL_SIZES);
+		MemoryContextSwitchTo(verify_cxt);
+		ok = verify(token, len, secret, true, now_unix, claims, &c1, &m1);
+		c = c1;
+		m = m1;
+	}
+	PG_CATCH();
+	{
+		/*
+		 * geterrcode() reads the error being handled, which FlushErrorState
+		 * then drops: nothing is allocated here, where memory may have run
+		 * out.  The claims read before the error are malloc'd: freed.
+		 */
+		bool		oom = geterrcode() == ERRCODE_OUT_OF_MEMORY;
+
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+		FlushErrorState();
+		rt_auth_claims_free(claims);
+		ok = false;
+		c = oom ? "unavailable" : "bad_token";
+		m = oom ? MSG_OOM : MSG_UNREADABLE;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	if (verify_cxt != NULL)
+		MemoryContextReset(verify_cxt);
+	*code = c;
+	*message = m;
+	return ok;
+#endif
 }
 
 /*
@@ -945,32 +857,39 @@ rt_auth_allows(const RtAuthClaims *claims, const RtRequest *req,
  * Sign a claims object (len bytes of UTF-8 JSON) as header.payload.signature
  * into token, NUL-terminated.  False when the secret is unusable, the
  * payload empty, HMAC fails, or the token would not fit in size bytes or
- * RT_AUTH_TOKEN_MAX.
- * Safe in the event loop; the claims are not checked (rt_token checks them
- * with verify).
+ * RT_AUTH_TOKEN_MAX.  The claims are not checked (rt_token checks them
+ * with verify).  For rt_token and the tests: in a backend, pg_hmac_create()
+ * may ereport, which the event loop could not take (rt_auth_verify's
+ * PG_TRY is not here).
  */
 bool
 rt_auth_sign(const char *secret, const char *payload, size_t len,
 			 char *token, size_t size)
 {
 	size_t		header_len = sizeof(RT_AUTH_HEADER_B64) - 1;
-	size_t		total;
-	size_t		n;
+	char		encoded[RT_AUTH_B64_MAX];
+	char		sig[RT_AUTH_B64_MAX];
 	uint8		mac[RT_AUTH_SIG_LEN];
+	int			n;
+	size_t		total;
 	const char *message;
 
 	if (!secret_usable(secret, &message) || len == 0 || len > RT_AUTH_TOKEN_MAX)
 		return false;
-	total = header_len + 1 + b64url_len(len) + 1 + RT_AUTH_SIG_B64_LEN;
+	if ((n = b64url_encode(payload, len, encoded, sizeof(encoded))) < 0)
+		return false;
+	total = header_len + 1 + n + 1 + RT_AUTH_SIG_B64_LEN;
 	if (total > RT_AUTH_TOKEN_MAX || total + 1 > size)
 		return false;
 	memcpy(token, RT_AUTH_HEADER_B64 ".", header_len + 1);
-	n = header_len + 1;
-	n += b64url_encode((const uint8 *) payload, len, token + n);
-	if (!hmac_sha256(secret, token, n, mac))
+	memcpy(token + header_len + 1, encoded, n);
+	n += header_len + 1;
+	if (!hmac_sha256(secret, token, n, mac) ||
+		b64url_encode((const char *) mac, sizeof(mac), sig, sizeof(sig)) !=
+		RT_AUTH_SIG_B64_LEN)
 		return false;
 	token[n++] = '.';
-	b64url_encode(mac, sizeof(mac), token + n);
+	memcpy(token + n, sig, RT_AUTH_SIG_B64_LEN + 1);
 	return true;
 }
 

@@ -286,9 +286,11 @@ scalar(void *state, char *token, JsonTokenType type)
  * Whether the JSON text nests arrays and objects at most max deep, by a
  * scan that skips strings.  The parser recurses once per level; a message of
  * 16 kB of '[' would otherwise cost thousands of stack frames for nothing.
+ * Exact for JSON; what is not JSON the parser refuses anyway.  auth.c
+ * checks tokens' JSON with it too.
  */
-static bool
-nesting_at_most(const char *text, size_t len, int max)
+bool
+rt_json_nesting_at_most(const char *text, size_t len, int max)
 {
 	int			depth = 0;
 	bool		in_string = false;
@@ -342,7 +344,7 @@ rt_client_message_parse(char *text, size_t len, RtClientMessage *m,
 	sem.object_field_start = field_start;
 	sem.scalar = scalar;
 
-	if (!nesting_at_most(text, len, RT_CLIENT_MESSAGE_DEPTH))
+	if (!rt_json_nesting_at_most(text, len, RT_CLIENT_MESSAGE_DEPTH))
 	{
 		*code = "bad_message";
 		*message = "a message nests objects and arrays at most 8 deep";

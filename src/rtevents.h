@@ -330,8 +330,9 @@ extern bool rt_request_matches(const RtRequest *req, const RtEventKeys *keys);
 extern void rt_request_free(RtRequest *req);
 
 /*
- * auth.c: HS256 JSON Web Tokens.  rt_auth_verify, rt_auth_allows and
- * rt_auth_sign are safe in the event loop (malloc, no ereport).
+ * auth.c: HS256 JSON Web Tokens.  rt_auth_verify and rt_auth_allows are
+ * safe in the event loop (errors caught, claims malloc'd); rt_auth_sign is
+ * for rt_token and the tests, and may ereport in a backend.
  */
 #define RT_AUTH_TOKEN_MAX	4096	/* bytes, the three parts and their dots */
 #define RT_AUTH_MAX_VALUES	100		/* per key of the rt claim */
@@ -506,6 +507,7 @@ typedef struct RtClientMessage
 extern bool rt_client_message_parse(char *text, size_t len,
 									RtClientMessage *m, const char **code,
 									const char **message);
+extern bool rt_json_nesting_at_most(const char *text, size_t len, int max);
 
 /* sse.c */
 extern int	rt_sse_open(struct lws *wsi, void **user, const char **code,

@@ -52,6 +52,7 @@
 
 #include <libwebsockets.h>
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "postmaster/bgworker.h"
@@ -740,6 +741,16 @@ rt_server_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, handle_sighup);
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * Connected to no database, the worker would keep the default database
+	 * encoding, SQL_ASCII.  Yet everything it reads and writes is UTF-8:
+	 * client messages, tokens, the feed (client_encoding UTF8).  And
+	 * Postgres' JSON parser converts a \u escape to the database encoding,
+	 * which from SQL_ASCII fails with an ERROR beyond ASCII: "caf\u00e9" in
+	 * a subscribe message or a token would be refused.
+	 */
+	SetDatabaseEncoding(PG_UTF8);
 
 	rt_conn_reset_all();
 	fd_limit = raise_fd_limit();

@@ -213,6 +213,23 @@ is_deeply([ $a->protocol_errors ], [], 'the server broke no framing rule');
 	is($u->close_code, 1007, 'invalid UTF-8 is closed with 1007');
 }
 
+# \u escapes for what is not ASCII, as Python's json.dumps writes them: the
+# worker reads them as UTF-8 (connected to no database, it would have
+# SQL_ASCII for an encoding, and the JSON parser fail on them).
+{
+	my $u = ws_open('/ws');
+	$u->recv_json(5);
+	$u->send_text('{"op":"subscribe","sub":"esc","filter":{"executionId":"caf\u00e9 \ud83d\ude00"}}');
+	is_deeply($u->recv_json(5), { op => 'subscribed', sub => 'esc', replayed => 0,
+			after => $node->safe_psql('postgres', 'SELECT coalesce(max(id), 0) FROM execution_events') },
+		'a filter value written with \u escapes is taken');
+	my $id = publish("SELECT rt_publish('esc', '{}', execution_id => 'caf\xc3\xa9 \xf0\x9f\x98\x80')");
+	my @r = until_msg($u, sub { $_->{op} eq 'events' });
+	is_deeply([ map { [ $_->{id}, $_->{executionId} ] } events_of(@r) ], [ [ $id, "caf\x{e9} \x{1f600}" ] ],
+		'... and matches the value in UTF-8');
+	$u->close(1000, 'bye');
+}
+
 # Refusals before the upgrade: PROTOCOL.md's JSON errors.
 for my $case ([ '/ws?after=abc', 400, 'bad_cursor' ],
 	[ '/ws?organizationId=nope', 400, 'bad_filter' ],

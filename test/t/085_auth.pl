@@ -3,7 +3,7 @@
 # or history, whatever the filter; a filter that leaves the restricted key
 # out is refused; forged, tampered, expired, not-yet-valid and alg "none"
 # tokens are refused; the token may come as a header or a query parameter;
-# expiry ends a live connection.
+# claims may escape what is not ASCII; expiry ends a live connection.
 use strict;
 use warnings;
 use IPC::Run;
@@ -187,6 +187,25 @@ is(scalar(@{ decode_json($body)->{events} }), 8, 'a token without rt claims sees
 		'... the others kept');
 	is($node->safe_psql('postgres', 'SELECT deleted_upto FROM rtevents_retention'), $old[-1],
 		'... and the retention mark raised, for resuming clients\' gap');
+}
+
+# ------------------------------------------------------------------
+# Claims with \u escapes, as Python's json.dumps writes what is not ASCII
+# ------------------------------------------------------------------
+{
+	require Digest::SHA;
+	my $cafe = $node->safe_psql('postgres',
+		"SELECT rt_publish('c', '{}', execution_id => 'caf\xc3\xa9', organization_id => '$org_a')");
+	my $input = encode_base64url('{"alg":"HS256","typ":"JWT"}') . '.'
+	  . encode_base64url('{"exp":' . int(time() + 3600)
+		  . ',"sub":"jos\u00e9","rt":{"executionId":["caf\u00e9","\ud83d\ude00"]}}');
+	my $escaped = "$input." . encode_base64url(Digest::SHA::hmac_sha256($input, $secret));
+	my ($st, $bd) = http('/api/events?executionId=caf%C3%A9', '-H', "Authorization: Bearer $escaped");
+	is($st, '200', 'a token whose claims escape non-ASCII: accepted');
+	is_deeply([ map { $_->{id} } @{ decode_json($bd)->{events} } ], [$cafe],
+		'... its rt value read as UTF-8, as the filter is');
+	($st) = http('/api/events?executionId=cafe', '-H', "Authorization: Bearer $escaped");
+	is($st, '403', '... and another value refused');
 }
 
 # ------------------------------------------------------------------

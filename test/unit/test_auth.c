@@ -129,6 +129,41 @@ forge(const char *header, const char *payload, const char *secret)
 	return t;
 }
 
+/* A token of two parts given in base64url as they are, signed with SECRET. */
+static char *
+sign_encoded(const char *header_b64, const char *payload_b64)
+{
+	char	   *t = malloc(strlen(header_b64) + strlen(payload_b64) + 64);
+	unsigned char mac[64];
+	unsigned int mac_len;
+	size_t		n;
+
+	sprintf(t, "%s.%s", header_b64, payload_b64);
+	n = strlen(t);
+	HMAC(EVP_sha256(), SECRET, (int) strlen(SECRET), (unsigned char *) t, n,
+		 mac, &mac_len);
+	t[n++] = '.';
+	b64url((char *) mac, mac_len, t + n);
+	return t;
+}
+
+/*
+ * The base64url of s with one of the bits its last character leaves spare
+ * set: the same bytes to a lax decoder, another spelling of the part.
+ */
+static void
+b64url_spare_bit(const char *s, char *out)
+{
+	static const char chars[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t		n;
+
+	b64url(s, strlen(s), out);
+	n = strlen(out);
+	/* 1 or 2 bytes past a multiple of 3 leave 4 or 2 bits spare */
+	out[n - 1] = chars[(strchr(chars, out[n - 1]) - chars) | 1];
+}
+
 static char *
 sign(const char *payload)
 {
@@ -316,6 +351,30 @@ test_shape(void)
 	s[0] = 'A';					/* header of 37 characters: 1 mod 4 */
 	ok(is(check(t), "bad_token"), "part of impossible length refused");
 
+	/* one spelling per part, signed or not (19 and 16 bytes: 4 bits spare) */
+	{
+		char		header[64],
+					payload[64],
+				   *u;
+
+		b64url("{\"alg\":\"HS256\"} ", 16, header);
+		b64url("{\"exp\":2000000000} ", 19, payload);
+		u = sign_encoded(header, payload);
+		ok(is(check(u), NULL), "parts of 16 and 19 bytes, canonical: accepted");
+		free(u);
+		b64url_spare_bit("{\"exp\":2000000000} ", payload);
+		u = sign_encoded(header, payload);
+		ok(is(check(u), "bad_token") && says("three base64url parts"),
+		   "payload with a spare bit set, signed so: refused");
+		free(u);
+		b64url("{\"exp\":2000000000} ", 19, payload);
+		b64url_spare_bit("{\"alg\":\"HS256\"} ", header);
+		u = sign_encoded(header, payload);
+		ok(is(check(u), "bad_token") && says("three base64url parts"),
+		   "header with a spare bit set, signed so: refused");
+		free(u);
+	}
+
 	/* length bound */
 	{
 		char		payload[4096];
@@ -396,6 +455,15 @@ test_header(void)
 	ok(is(check_header("{\"alg\":\"HS256\"}x"), "bad_token"), "trailing bytes in header refused");
 	ok(is(check_header("{\"alg\":\"HS\\u0032\\u00356\"}"), NULL),
 	   "escaped alg read as HS256");
+	ok(is(check_header("{\"kid\":{\"alg\":\"HS256\"}}"), "bad_token") &&
+	   says("alg must be HS256"), "alg inside another member does not count");
+	ok(check_header("{\"alg\":\"HS256\",\"kid\":{\"alg\":\"none\",\"crit\":[{\"typ\":1}]}}") == NULL,
+	   "alg, crit and typ inside another member are not the header's");
+	ok(is(check_header("{\"typ\":\"JWT\",\"alg\":\"HS256\",\"typ\":\"JWT\"}"), "bad_token"),
+	   "typ given twice refused");
+	ok(is(check_header("{\"alg\":\"HS256\",\"kid\":[[[[[[[1]]]]]]]}"), NULL) &&
+	   is(check_header("{\"alg\":\"HS256\",\"kid\":[[[[[[[[1]]]]]]]]}"), "bad_token"),
+	   "header nested 8 deep accepted, 9 refused");
 }
 
 /* ---- exp, nbf ---- */
@@ -438,6 +506,18 @@ test_times(void)
 	ok(is(check_payload("{\"exp\":1000,\"\\u0065xp\":2000000000}"), "bad_token"),
 	   "exp given twice, once escaped, refused");
 	ok(is(check_payload("{\"exp\":01}"), "bad_token"), "leading zero refused (not JSON)");
+	ok(is(check_payload("{\"x\":{\"exp\":2000000000}}"), "bad_token") &&
+	   refused_for("{\"x\":{\"exp\":2000000000}}", "no exp"),
+	   "exp inside another claim does not count");
+	ok(is(check_payload("{\"exp\":2000000000,\"x\":{\"exp\":\"no\",\"nbf\":9e99}}"), NULL),
+	   "exp and nbf inside another claim are not read");
+	ok(is(check_payload("{\"exp\":-0.5}"), "token_expired") &&
+	   is(check_payload_at("{\"exp\":-0.5}", 28), NULL) &&
+	   is(check_payload_at("{\"exp\":-0.5}", 29), "token_expired"),
+	   "negative fractional exp: its floor, -1, counts");
+	ok(refused_for("{\"exp\":\"x\"", "exp, nbf and iat") &&
+	   refused_for("{\"exp\":2000000000,\"admin\":1", "admin"),
+	   "the first reason wins over JSON that breaks off later");
 
 	ok(check_at(FIXTURE, NOW, &c) == NULL && c.exp == 2000000000, "exp read");
 	rt_auth_claims_free(&c);
@@ -592,6 +672,14 @@ test_rt(void)
 	   "organizationId that is not a UUID refused");
 	ok(is(check_payload("{\"exp\":2000000000,\"rt\":{\"executionId\":[\"e\\u0000\"]}}"), "bad_token"),
 	   "rt value with an escaped NUL refused");
+	ok(is(check_payload("{\"exp\":2000000000,\"x\":{\"rt\":{\"tenant\":1}},\"rt\":{\"jobId\":[\"j\"]}}"), NULL),
+	   "rt inside another claim is not read");
+	ok(refused_for("{\"exp\":2000000000,\"rt\":{\"jobId\":[\"j\"],\"batchId\":{\"jobId\":[\"j\"]}}}", "rt lists"),
+	   "rt value an object refused");
+	ok(refused_for("{\"exp\":2000000000,\"rt\":{\"jobId\":[\"j\",{\"a\":\"b\"}]}}", "rt lists"),
+	   "rt value an array holding an object refused");
+	ok(refused_for("{\"exp\":2000000000,\"rt\":{\"jobId\":[\"j\"],\"organizationId\":[\"7f1c7a52-2a1e-4b9e-9d1a-0c5c2b7b6a10\",\"x\"]}}", "UUID"),
+	   "a UUID then something else: refused");
 
 	/* 100 values accepted, 101 refused */
 	p = payload + sprintf(payload, "{\"exp\":2000000000,\"rt\":{\"jobId\":[");
@@ -683,6 +771,17 @@ test_allows(void)
 	ok(allows(&all, NULL, NULL, NULL, NULL, NULL) &&
 	   allows(&all, "e1", "b1", "j1", org, NULL), "token without rt allows any filter");
 	rt_auth_claims_free(&all);
+	free(t);
+
+	/* \u escapes, as Python's json.dumps writes them, read as UTF-8 */
+	t = sign("{\"exp\":2000000000,\"rt\":{\"executionId\":[\"caf\\u00e9\",\"\\ud83d\\ude00\"]}}");
+	ok(rt_auth_verify(t, strlen(t), SECRET, NOW, &c, &code, &message),
+	   "claims with escaped non-ASCII values read");
+	ok(allows(&c, "caf\xc3\xa9", NULL, NULL, NULL, NULL) &&
+	   allows(&c, "\xf0\x9f\x98\x80", NULL, NULL, NULL, NULL) &&
+	   !allows(&c, "caf", NULL, NULL, NULL, NULL),
+	   "... and compared with the filter's UTF-8");
+	rt_auth_claims_free(&c);
 	free(t);
 }
 
