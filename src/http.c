@@ -18,11 +18,16 @@
  *
  * A WebSocket upgrade is let through for /ws only, once its query string
  * has passed the same checks as any other request's; the connection then
- * belongs to the "rtevents" protocol (ws.c).
+ * belongs to the "rtevents" protocol (ws.c).  A request line lws's parser
+ * gives up on, and CONNECT, come back here as raw connections and get the
+ * contract's 400 (not_http()); what else lws refuses on its own, before any
+ * callback, is listed in the README (Security).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/socket.h>
 
 #include <libwebsockets.h>
 
@@ -350,6 +355,36 @@ rt_http_authorize(struct lws *wsi, const RtRequest *req, bool admin,
 	return 0;
 }
 
+/*
+ * A NUL byte in a header value: HTTP says to refuse the request or read
+ * the byte as a space (RFC 9110, 5.5).  lws does neither: it keeps the
+ * byte, and whoever reads the header sees its value cut short there.  So
+ * a request with one inside the value of any header lws parses is refused.
+ * (One at the very end cuts nothing, and lws's copy cannot tell it from
+ * the end.  The one header read here that lws does not know, Last-Event-ID,
+ * is checked where it is read, sse.c.)
+ */
+static bool
+header_has_nul(struct lws *wsi)
+{
+	char		value[RT_HTTP_HEADER_MAX];
+
+	for (int token = 0; token < WSI_TOKEN_COUNT; token++)
+	{
+		int			n;
+
+		for (int frag = 0;
+			 (n = lws_hdr_copy_fragment(wsi, value, sizeof(value),
+										(enum lws_token_indexes) token, frag)) >= 0;
+			 frag++)
+		{
+			if (memchr(value, '\0', n) != NULL)
+				return true;
+		}
+	}
+	return false;
+}
+
 /* Does the client take gzip?  A plain search: "gzip;q=0" is not worth more. */
 static bool
 accepts_gzip(struct lws *wsi)
@@ -556,8 +591,53 @@ done:
 }
 
 /*
- * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, which lws gives the protocol the
- * connection would become (ws.c passes it on): a WebSocket upgrade of /ws with a good
+ * lws binds an upgrade to the first protocol of this vhost that the
+ * Sec-WebSocket-Protocol list names (lib/roles/ws/server-ws.c,
+ * lws_process_ws_upgrade()), and "http" is one of them: such a connection
+ * would be upgraded, then served by nobody and counted nowhere, outside
+ * rtevents.max_connections.  A list naming none of them, or longer than
+ * lws's 127-byte buffer, or with a name of 64 bytes or more before the one
+ * it picks, is dropped by lws without an answer.  So a list, when there is
+ * one, must name "rtevents" first of this vhost's protocols, as lws reads
+ * it; no list gets the default, "rtevents".
+ */
+static bool
+subprotocol_is_ours(struct lws *wsi)
+{
+	char		list[128];
+	struct lws_tokenize ts;
+	lws_tokenize_elem e;
+	int			n;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL) <= 0)
+		return true;
+	n = lws_hdr_copy(wsi, list, sizeof(list) - 1, WSI_TOKEN_PROTOCOL);
+	if (n <= 0)
+		return false;
+	lws_tokenize_init(&ts, list, LWS_TOKENIZE_F_COMMA_SEP_LIST |
+					  LWS_TOKENIZE_F_MINUS_NONTERM |
+					  LWS_TOKENIZE_F_DOT_NONTERM |
+					  LWS_TOKENIZE_F_RFC7230_DELIMS);
+	ts.len = (size_t) n;
+	do
+	{
+		e = lws_tokenize(&ts);
+		if (e == LWS_TOKZE_DELIMITER)
+			continue;
+		if (e != LWS_TOKZE_TOKEN || ts.token_len >= 64)
+			return false;
+		if (ts.token_len == strlen(rt_ws_protocol.name) &&
+			memcmp(ts.token, rt_ws_protocol.name, ts.token_len) == 0)
+			return true;
+		if (ts.token_len == strlen(rt_http_protocol.name) &&
+			memcmp(ts.token, rt_http_protocol.name, ts.token_len) == 0)
+			return false;
+	} while (e > 0);
+	return false;
+}
+
+/*
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: a WebSocket upgrade of /ws with a good
  * query string goes ahead (0); anything else is answered as a plain request
  * would be, and the connection closed (nonzero), since the client was about
  * to change protocols.
@@ -570,12 +650,18 @@ rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade)
 	int			len = lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI);
 
 	memset(&reply, 0, sizeof(reply));
-	if (strcmp(upgrade, "websocket") != 0)
+	if (header_has_nul(wsi))
+		reply_error(&reply, HTTP_STATUS_BAD_REQUEST, "bad_request",
+					"a header holds a NUL byte");
+	else if (strcmp(upgrade, "websocket") != 0)
 		reply_error(&reply, HTTP_STATUS_BAD_REQUEST, "bad_request",
 					"only WebSocket upgrades are served");
 	else if (len <= 0 || strcmp(path, "/ws") != 0)
 		reply_error(&reply, HTTP_STATUS_NOT_FOUND, "not_found",
 					"WebSocket is served on /ws");
+	else if (!subprotocol_is_ours(wsi))
+		reply_error(&reply, HTTP_STATUS_BAD_REQUEST, "bad_request",
+					"the only WebSocket subprotocol served is rtevents");
 	else if (!rt_http_origin_allowed(wsi))
 		reply_error(&reply, HTTP_STATUS_FORBIDDEN, "origin_not_allowed",
 					"pages of this origin may not use this server (rtevents.allowed_origins)");
@@ -616,6 +702,72 @@ rt_http_confirm_upgrade(struct lws *wsi, const char *upgrade)
 	return 1;
 }
 
+/*
+ * The answer to a request lws could not parse has gone out: end the
+ * connection.  lws closes a raw socket at once, and a close with unread
+ * input sends a reset, which may cost the client the answer; so, in clear,
+ * the worker stops writing (the client sees the end of the answer) and
+ * discards what else comes until the client closes too, as lws does for
+ * HTTP (lib/core-net/close.c), within the timeout set at adoption.  Over
+ * TLS the socket is not ours to half-close: it is closed.
+ */
+static int
+not_http_answered(struct lws *wsi)
+{
+	if (lws_is_ssl(wsi) || shutdown(lws_get_socket_fd(wsi), SHUT_WR) != 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * What lws's HTTP parser gives up on comes here as a raw connection
+ * (LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG, server_worker.c):
+ * a request line that does not start with a method lws knows
+ * (lib/roles/http/parsers.c, lws_parse(): "Unknown method"), and CONNECT
+ * once its head is read (lib/roles/http/server/server.c,
+ * lws_handshake_server()).  in holds the bytes read so far, the request
+ * line first.  Such a client gets the contract's 400, and nothing it sends
+ * is read any further.
+ */
+static int
+not_http(struct lws *wsi, RtHttpSession *session, const char *in, size_t len)
+{
+	uint8_t		buf[LWS_PRE + 512];
+	char		body[256];
+	int			body_len;
+	int			n;
+
+	if (session == NULL)
+		return -1;
+	if (session->kind == RT_HTTP_NOT_HTTP)
+		return 0;				/* answered; waiting for it to go out */
+	session->kind = RT_HTTP_NOT_HTTP;
+
+	body_len = snprintf(body, sizeof(body),
+						"{\"error\":\"bad_request\",\"message\":\"%s\"}",
+						len >= 8 && memcmp(in, "CONNECT ", 8) == 0 ?
+						"CONNECT is not served: this server is not a proxy" :
+						"the request line is not HTTP this server can read");
+	n = snprintf((char *) buf + LWS_PRE, sizeof(buf) - LWS_PRE,
+				 "HTTP/1.1 400 Bad Request\r\n"
+				 "server: rtevents\r\n"
+				 "content-type: application/json\r\n"
+				 "content-length: %d\r\n"
+				 "cache-control: no-store\r\n"
+				 "connection: close\r\n"
+				 "\r\n%s", body_len, body);
+	Assert(body_len > 0 && n > 0 && n < (int) (sizeof(buf) - LWS_PRE));
+	if (lws_write(wsi, buf + LWS_PRE, (size_t) n, LWS_WRITE_RAW) != n)
+		return -1;
+	/* what the socket did not take, lws sends before the next writable */
+	if (lws_partial_buffered(wsi))
+	{
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	return not_http_answered(wsi);
+}
+
 static int
 http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			  void *user, void *in, size_t len)
@@ -624,6 +776,17 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 	switch (reason)
 	{
+		case LWS_CALLBACK_RAW_ADOPT:
+			/* lws cleared the handshake's timeout when it let go */
+			lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, RT_HTTP_TIMEOUT_S);
+			return 0;
+		case LWS_CALLBACK_RAW_RX:
+			return not_http(wsi, session, (const char *) in, len);
+		case LWS_CALLBACK_RAW_WRITEABLE:
+			return not_http_answered(wsi);
+		case LWS_CALLBACK_RAW_CLOSE:
+			return 0;
+
 		case LWS_CALLBACK_HTTP:
 			{
 				HttpReply	reply;
@@ -637,6 +800,9 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 					method_names[method] == NULL)
 					reply_error(&reply, HTTP_STATUS_BAD_REQUEST, "bad_request",
 								"the request has no method lws can name");
+				else if (header_has_nul(wsi))
+					reply_error(&reply, HTTP_STATUS_BAD_REQUEST, "bad_request",
+								"a header holds a NUL byte");
 				else
 					route(wsi, (const char *) in, len, method, &reply);
 

@@ -193,6 +193,16 @@ extern void rt_server_want_writable(struct lws *wsi);
 extern void rt_server_unwatch_fd(struct lws *wsi);
 extern void rt_server_wake(void);
 extern void rt_server_set_heartbeat(void);
+extern int	rt_server_ws_silence_limit(void);
+
+/*
+ * HTTP request limits; bodies are not read by anything yet.  What lws keeps
+ * of a request head (the context's max_http_header_data), and how long a
+ * connection may take over its TLS handshake and request head (its
+ * timeout_secs) or over the answer to a request lws could not parse.
+ */
+#define RT_HTTP_HEADER_MAX		4096
+#define RT_HTTP_TIMEOUT_S		10
 
 /* db_conn.c: libpq's PGconn and PGresult, without libpq-fe.h */
 struct pg_conn;
@@ -376,7 +386,8 @@ typedef enum RtHttpKind
 	RT_HTTP_NONE = 0,
 	RT_HTTP_SSE,
 	RT_HTTP_HISTORY,
-	RT_HTTP_ADMIN
+	RT_HTTP_ADMIN,
+	RT_HTTP_NOT_HTTP			/* refused with a 400; closing */
 } RtHttpKind;
 
 typedef struct RtHttpSession

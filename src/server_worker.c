@@ -81,10 +81,6 @@ PGDLLEXPORT void rt_server_worker_main(Datum main_arg);
 
 #define RT_RAW_PROTOCOL			"rtevents-fd"
 
-/* HTTP request limits; bodies are not read by anything yet. */
-#define RT_HTTP_HEADER_MAX		4096
-#define RT_HTTP_TIMEOUT_S		10
-
 static struct lws_context *context = NULL;
 static struct lws_vhost *internal_vhost = NULL;
 
@@ -557,6 +553,13 @@ rt_server_set_heartbeat(void)
 		(uint16_t) Max(rt_client_timeout, rt_heartbeat + 1);
 }
 
+/* How long lws lets a WebSocket go without a pong before it hangs up. */
+int
+rt_server_ws_silence_limit(void)
+{
+	return ws_idle_policy.secs_since_valid_hangup;
+}
+
 static void
 create_listen_vhosts(void)
 {
@@ -611,6 +614,20 @@ create_listen_vhosts(void)
 		info.retry_and_idle_policy = &ws_idle_policy;
 		info.keepalive_timeout = 30;
 		info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+		/*
+		 * A request line lws cannot parse, and CONNECT, become raw
+		 * connections of the http protocol, which answers them with the
+		 * contract's JSON 400 (http.c).  Without this, lws answers the
+		 * first with its own HTML 403 and holds the second open, unread
+		 * and unanswered, for as long as the client likes.  (Naming the
+		 * protocol also makes lws bind each new connection to
+		 * protocols[0], the http protocol, rather than to the WebSocket
+		 * default until the request is routed: http.c answers either
+		 * way.)
+		 */
+		info.options |= LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
+		info.listen_accept_role = "raw-skt";
+		info.listen_accept_protocol = rt_http_protocol.name;
 		/*
 		 * lws binds an IPv4 literal wrongly on an IPv6 socket (it lands in
 		 * the wrong sockaddr field and binds ::), so IPv4 stays IPv4; and

@@ -43,16 +43,22 @@ static int	nclients = 0;
 static lws_sorted_usec_list_t heartbeat_timer;
 static bool heartbeat_scheduled = false;
 
-/* Last-Event-ID, when present, wins over after (PROTOCOL.md). */
+/*
+ * Last-Event-ID, when present, wins over after (PROTOCOL.md).  lws keeps a
+ * header it does not know as sent, NUL bytes included, and its copy stops
+ * at the first: a value with one is refused, not read short.
+ */
 static bool
 last_event_id(struct lws *wsi, RtRequest *req, const char **code,
 			  const char **message)
 {
 	char		buf[32];
+	int			len;
 
 	if (lws_hdr_custom_length(wsi, "last-event-id:", 14) <= 0)
 		return true;
-	if (lws_hdr_custom_copy(wsi, buf, sizeof(buf), "last-event-id:", 14) < 0 ||
+	len = lws_hdr_custom_copy(wsi, buf, sizeof(buf), "last-event-id:", 14);
+	if (len < 0 || strlen(buf) != (size_t) len ||
 		!rt_request_parse_id(buf, &req->after))
 	{
 		*code = "bad_cursor";

@@ -18,12 +18,15 @@
  * queue's budget (dropped, to resume with "after").  At shutdown every
  * connection gets 1001, "going away".
  *
- * libwebsockets frames, masks, answers pings, checks UTF-8 and closes a
- * client that stays silent past rtevents.client_timeout after its pings
- * (the vhost's retry policy, see server_worker.c); messages arrive here in
- * fragments of at most the protocol's rx buffer and are put together in a
- * buffer bounded by RT_WS_MESSAGE_MAX.  Subscriptions and queues are
- * subscription.c's.
+ * libwebsockets frames, unmasks (lws 4.1.6 takes an unmasked frame too,
+ * and says nothing of it: README, Security), answers pings, checks UTF-8,
+ * closes on most frames that break RFC 6455 (dropping() names the code for
+ * those it does not) and closes a client that stays silent past
+ * rtevents.client_timeout after its pings (the vhost's retry policy, see
+ * server_worker.c); messages arrive here in fragments of at most the
+ * protocol's rx buffer and are put together in a buffer bounded by
+ * RT_WS_MESSAGE_MAX, which the length a frame declares is held to at its
+ * first bytes.  Subscriptions and queues are subscription.c's.
  *
  * Everything here runs inside libwebsockets callbacks: malloc, fixed
  * buffers, no ereport(ERROR).  The JSON parser of client messages pallocs,
@@ -45,6 +48,8 @@
 #define RT_WS_MESSAGE_MAX		(16 * 1024)
 #define RT_WS_FRAME_CHUNK		(64 * 1024)
 #define RT_WS_RX_BUFFER			1024
+/* lws confirms a pong a moment before it tells us of it */
+#define RT_WS_PONG_SLACK_US		(100 * 1000)
 
 typedef struct WsConn
 {
@@ -53,7 +58,9 @@ typedef struct WsConn
 	RtAuthClaims claims;		/* what its token lets it see */
 	char	   *rx;				/* the message being received */
 	size_t		rx_len;
+	size_t		msg_len;		/* of it so far, kept or skipped */
 	bool		rx_skip;		/* the rest of a refused message */
+	lws_usec_t	pong_at;		/* lws's clock, at the upgrade or last pong */
 	float		rate_tokens;	/* messages it may still send now */
 	TimestampTz rate_at;		/* when rate_tokens was last topped up */
 	uint16		close_status;	/* close with this once the queue is out */
@@ -266,26 +273,39 @@ handle_message(WsConn *c, char *text, size_t len)
 static void
 receive(WsConn *c, struct lws *wsi, const char *in, size_t len)
 {
-	bool		last = lws_is_final_fragment(wsi) &&
-		lws_remaining_packet_payload(wsi) == 0;
+	/* what the frame's header declared, less what has come of it */
+	size_t		remaining = lws_remaining_packet_payload(wsi);
+	bool		last = lws_is_final_fragment(wsi) && remaining == 0;
 
 	if (c->close_status != 0)
 		return;
 	rt_conn_touch(c->base.conn);
-	if (lws_frame_is_binary(wsi) || c->rx_skip)
-	{
-		if (!c->rx_skip)
-			send_error(c, "bad_message", "messages are JSON in text frames");
-		c->rx_skip = !last;
-		return;
-	}
-	if (c->rx_len + len > RT_WS_MESSAGE_MAX)
+
+	/*
+	 * lws hands a frame's payload over as it comes, the first bytes with
+	 * the length its header declared: a message that cannot fit is refused
+	 * then, whatever its type, rather than read up to the bound.  (A header
+	 * with no payload after it makes no callback at all: the client, which
+	 * can send nothing else, not even a pong, until the payload is done, is
+	 * hung up on by the heartbeat.)
+	 */
+	if (len > RT_WS_MESSAGE_MAX - c->msg_len ||
+		remaining > RT_WS_MESSAGE_MAX - c->msg_len - len)
 	{
 		free(c->rx);
 		c->rx = NULL;
 		c->rx_len = 0;
 		close_after(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message_too_big",
 					"a message is at most 16 kB");
+		return;
+	}
+	c->msg_len = last ? 0 : c->msg_len + len;
+
+	if (lws_frame_is_binary(wsi) || c->rx_skip)
+	{
+		if (!c->rx_skip)
+			send_error(c, "bad_message", "messages are JSON in text frames");
+		c->rx_skip = !last;
 		return;
 	}
 	if (!last || c->rx_len > 0)
@@ -342,6 +362,7 @@ established(struct lws *wsi)
 		return;
 	}
 	lws_set_opaque_user_data(wsi, c);
+	c->pong_at = lws_now_usecs();
 	dlist_push_tail(&ws_conns, &c->node);
 	nconns++;
 	snprintf(msg, sizeof(msg),
@@ -437,7 +458,11 @@ writable(WsConn *c, struct lws *wsi)
 	room = Max(RT_WS_FRAME_CHUNK, q->ev->json_len + 64) +
 		RT_SUB_MAX * (RT_SUB_NAME_MAX + 3);
 	if ((buf = rt_client_write_buffer(LWS_PRE + room)) == NULL)
+	{
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+						 (unsigned char *) "unavailable", 11);
 		return -1;
+	}
 	start = p = buf + LWS_PRE;
 	if (q->ev->message)
 	{
@@ -474,6 +499,47 @@ writable(WsConn *c, struct lws *wsi)
 	return 0;
 }
 
+/*
+ * lws is closing the connection, and calls this (its protocol unbind)
+ * before it decides whether to send a close frame: it sends one when a
+ * close code has been set by then (lib/core-net/close.c,
+ * __lws_close_free_wsi(), then rops_close_via_role_protocol_ws() in
+ * lib/roles/ws/ops-ws.c).  Most frames that break RFC 6455 get their code
+ * from lws itself (1002, 1007); two do not, a control frame over 125 bytes
+ * and a 64-bit length with its top bit set (lws_ws_rx_sm(),
+ * "illegal_ctl_length" and "b63 of length must be zero"), and nor does a
+ * client that ends the stream without a close frame.  lws would drop those
+ * without a word (the client sees 1006).  So a close nobody has given a
+ * code is told 1002, unless it is one of ours (a slow client given up on
+ * is dropped, as it reads nothing) or lws's hang-up on a client that has
+ * not answered a ping for the heartbeat's limit, which is dropped as ever.
+ * (After a reload changes that limit, a connection's next pong brings its
+ * reckoning up to date; until then a close at the edge may be misjudged
+ * either way, as may a client that answers pings with empty pongs, which
+ * lws does not pass on: that only changes whether a close frame is sent.)
+ */
+static void
+dropping(struct lws *wsi, WsConn *c)
+{
+	lws_usec_t	silent_for = lws_now_usecs() - c->pong_at;
+
+	if (lws_get_close_length(wsi) > 0 || c->base.closing)
+		return;
+	if (c->close_status != 0)
+	{
+		/* ours, with its code, though what was queued before it is lost */
+		lws_close_reason(wsi, c->close_status,
+						 (unsigned char *) c->close_reason,
+						 strlen(c->close_reason));
+		return;
+	}
+	if (silent_for + RT_WS_PONG_SLACK_US >=
+		(lws_usec_t) rt_server_ws_silence_limit() * LWS_US_PER_SEC)
+		return;
+	lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR,
+					 (unsigned char *) "protocol error", 14);
+}
+
 static void
 closed(struct lws *wsi, WsConn *c)
 {
@@ -508,6 +574,15 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		case LWS_CALLBACK_RECEIVE:
 			if (c != NULL)
 				receive(c, wsi, in, len);
+			break;
+		case LWS_CALLBACK_RECEIVE_PONG:
+			/* what resets lws's hang-up clock (lws_ws_rx_sm()) */
+			if (c != NULL)
+				c->pong_at = lws_now_usecs();
+			break;
+		case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+			if (c != NULL)
+				dropping(wsi, c);
 			break;
 		case LWS_CALLBACK_SERVER_WRITEABLE:
 			if (c != NULL)
@@ -549,6 +624,11 @@ rt_ws_clients(void)
 	return nconns;
 }
 
+/*
+ * The connection's state is a WsConn of ours, but lws gives the protocol
+ * unbind, which dropping() needs, only to a connection with per-session
+ * memory (lib/core-net/close.c): so it has a pointer's worth, unused.
+ */
 const struct lws_protocols rt_ws_protocol = {
-	"rtevents", ws_callback, 0, RT_WS_RX_BUFFER, 0, NULL, 0
+	"rtevents", ws_callback, sizeof(void *), RT_WS_RX_BUFFER, 0, NULL, 0
 };
