@@ -69,5 +69,20 @@ ALTER TABLE execution_events ALTER COLUMN id SET CACHE 1;
 \c
 INSERT INTO execution_events (type) VALUES ('uncached') RETURNING type;
 
+-- Ids given explicitly (a restore, a migration): above the sequence they
+-- are taken, and the sequence follows them, so that ids drawn later come
+-- after them; below the ids that may still commit they are refused, since
+-- live clients may have moved past them.
+INSERT INTO execution_events (id, type) VALUES (1000, 'explicit');
+SELECT rt_publish('after_explicit') = 1001 AS drawn_after_it;
+COPY execution_events (id, type) FROM stdin;
+1500	copied
+2000	copied
+\.
+INSERT INTO execution_events (type) VALUES ('after_copy') RETURNING id;
+INSERT INTO execution_events (id, type) VALUES (10, 'too_low');
+INSERT INTO execution_events (id, type) VALUES (2001, 'taken');
+SELECT count(*) AS refused_rows FROM execution_events WHERE type IN ('too_low', 'taken');
+
 DROP FUNCTION insert_failing();
 DROP EXTENSION rtevents;

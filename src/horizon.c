@@ -20,6 +20,13 @@
  * (the identity default), since a backend's cached values could be lower
  * than the last value another backend has drawn; a larger cache is refused.
  *
+ * An id may also be given explicitly, by INSERT or COPY (a restore, a
+ * migration).  Below the claim it is refused: the worker may already have
+ * decided it as never to commit.  Above the sequence's last value it is
+ * taken, and the sequence is moved up to it before the statement ends, or
+ * ids drawn after the commit would come out below an id already delivered,
+ * and the worker would skip them.
+ *
  * The bound is never raised to the transaction's first real id.  That would
  * release, a little sooner, ids drawn by others in the instant between the
  * claim and the draw; but statements nest (an INSERT whose SELECT calls
@@ -197,6 +204,51 @@ rt_horizon_claim(Relation rel)
 	my_slot_claimed = true;
 	/* Readers must see the claim before this backend draws an id. */
 	pg_memory_barrier();
+}
+
+/*
+ * A row that came by INSERT or COPY, its id drawn or given: refuse an id the
+ * worker may have moved past (see the top of the file).
+ */
+void
+rt_horizon_check_id(int64 id)
+{
+	pg_atomic_uint64 *slot = my_slot();
+	uint64		bound;
+
+	if (slot == NULL || !my_slot_claimed)
+		return;
+	bound = pg_atomic_read_u64(slot);
+	if (id < 0 || (uint64) id < bound)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event id " INT64_FORMAT " is below the ids that may still be published (from " UINT64_FORMAT ")",
+						id, bound),
+				 errdetail("Live clients may already have moved past it and would never receive it."),
+				 errhint("Leave id to its default, or give ids higher than any drawn so far.")));
+}
+
+/*
+ * After a statement that inserted ids up to highest: if some were given
+ * above the sequence, move the sequence up, so that ids drawn from now on
+ * come after them (as the bootstrap superuser: publishers need no privilege
+ * on the sequence).
+ */
+void
+rt_horizon_follow_ids(Relation rel, int64 highest)
+{
+	Oid			seqid = identity_sequence(rel);
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if ((uint64) highest < next_id_lower_bound(seqid))
+		return;
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seqid),
+						Int64GetDatum(highest));
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
 static void

@@ -121,7 +121,8 @@ rt_insert_statement_begin(PG_FUNCTION_ARGS)
 }
 
 /*
- * BEFORE INSERT FOR EACH ROW: add the row's id to the next announcement.
+ * BEFORE INSERT FOR EACH ROW: refuse an id live clients may already have
+ * moved past (horizon.c), and add the row's id to the next announcement.
  * The row goes on unchanged.
  */
 Datum
@@ -147,6 +148,8 @@ rt_insert_row(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("event id must not be null")));
 
+	rt_horizon_check_id(id);
+
 	announce_from = Min(announce_from, id);
 	announce_to = Max(announce_to, id);
 	announce_count++;
@@ -155,16 +158,20 @@ rt_insert_row(PG_FUNCTION_ARGS)
 
 /*
  * AFTER INSERT FOR EACH STATEMENT: announce the rows inserted since the last
- * announcement with one reference.  Postgres may fire this once for nested
+ * announcement with one reference, once the sequence has caught up with any
+ * id given above it (horizon.c).  Postgres may fire this once for nested
  * statements on the table, so it announces whatever has gathered rather
  * than counting statements.
  */
 Datum
 rt_insert_statement_end(PG_FUNCTION_ARGS)
 {
-	check_trigger_call(fcinfo, "rt_insert_statement_end", false, false);
+	TriggerData *trigdata = check_trigger_call(fcinfo, "rt_insert_statement_end",
+											   false, false);
+
 	if (announce_count > 0)
 	{
+		rt_horizon_follow_ids(trigdata->tg_relation, announce_to);
 		notify_reference(announce_from, announce_to, announce_count);
 		reset_announcement();
 	}

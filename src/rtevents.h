@@ -84,6 +84,8 @@ extern void rt_horizon_request_shmem(void);
 extern void rt_horizon_init_shmem(void);
 extern void rt_horizon_register_callbacks(void);
 extern void rt_horizon_claim(Relation rel);
+extern void rt_horizon_check_id(int64 id);
+extern void rt_horizon_follow_ids(Relation rel, int64 highest);
 extern int64 rt_horizon_lowest_open_id(bool *any_open);
 
 /*

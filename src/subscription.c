@@ -608,7 +608,11 @@ sub_catch_up(RtSub *s)
 	{
 		RtReplayHooks hooks = {replay_row, replay_done, NULL};
 
-		if (!s->gap_checked)
+		/*
+		 * Only a cursor that received something can have missed what
+		 * cleanup deleted after it; after=0 asks for whatever is kept.
+		 */
+		if (!s->gap_checked && s->cursor > 0)
 			hooks.on_gap = replay_gap;
 		s->gap_checked = true;
 		s->phase = SUB_REPLAYING;

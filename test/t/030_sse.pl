@@ -205,6 +205,25 @@ is($node->safe_psql('postgres', q{SELECT count(*) > 0 FROM execution_events}), '
 	@ev = sse_wait_for($g, 2);
 	unlike($g->{raw}, qr/event: gap/, 'a cursor past the deleted events gets none');
 	sse_close($g);
+	# after=0 asks for whatever is kept: nothing was received, nothing missed
+	$g = sse_open('?executionId=gap&after=0');
+	@ev = sse_wait_for($g, 2);
+	is_deeply([ map { $_->{id} } @ev ], \@kept, 'after=0 gets the events kept');
+	unlike($g->{raw}, qr/event: gap/, 'and no gap');
+	sse_close($g);
+}
+
+# Ids given explicitly ahead of the sequence (a restore, a migration): the
+# sequence follows, and the events published after them are not skipped.
+{
+	my $ex = sse_open('?executionId=explicit');
+	my $ahead = publish(q{SELECT max(id) + 1000 FROM execution_events});
+	publish(qq{INSERT INTO execution_events (id, type, execution_id) VALUES ($ahead, 'given', 'explicit')});
+	my @after = split /\n/, publish(q{SELECT rt_publish('drawn', '{}', execution_id => 'explicit') FROM generate_series(1, 2)});
+	my @ev = sse_wait_for($ex, 3);
+	is_deeply([ map { $_->{id} } @ev ], [ $ahead, @after ],
+		'an explicit id ahead, then the events drawn after it, all live');
+	sse_close($ex);
 }
 
 # The guarantee.  Four publishers open transactions, publish, and commit or
