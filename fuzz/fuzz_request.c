@@ -246,9 +246,28 @@ typedef struct Model
 	int64		after;
 	const char *since;
 	const char *until;
+	char		since_buf[256];
+	char		until_buf[256];
 	int			limit;
 	int			offset;
 } Model;
+
+/*
+ * A timestamp as the server reads it: a space where an offset's sign goes
+ * was an unencoded '+' (copied into buf, which holds any value of 200 bytes).
+ */
+ORACLE
+static const char *
+plus_restored(const char *v, char *buf)
+{
+	size_t		len = strlen(v);
+
+	if (len > 200 || len <= 6 || v[len - 6] != ' ')
+		return v;
+	memcpy(buf, v, len + 1);
+	buf[len - 6] = '+';
+	return buf;
+}
 
 static void
 model_free(Model *m)
@@ -320,17 +339,19 @@ model_parse(bool history, Model *m)
 		m->after = n;
 	}
 	m->limit = 100;
+	if (!history && (first_arg("since=") != NULL || first_arg("until=") != NULL))
+		return;					/* for history only: refused, not ignored */
 	if (history)
 	{
 		if ((v = first_arg("since=")) != NULL)
 		{
-			if (strlen(v) > 200 || !oracle_rfc3339(v))
+			if (strlen(v) > 200 || !oracle_rfc3339(v = plus_restored(v, m->since_buf)))
 				return;
 			m->since = v;
 		}
 		if ((v = first_arg("until=")) != NULL)
 		{
-			if (strlen(v) > 200 || !oracle_rfc3339(v))
+			if (strlen(v) > 200 || !oracle_rfc3339(v = plus_restored(v, m->until_buf)))
 				return;
 			m->until = v;
 		}

@@ -78,7 +78,7 @@ rt_admin_open(struct lws *wsi, void **user, const char **code,
 
 	if ((value = lws_get_urlarg_by_name(wsi, "olderThan=", older_than,
 										sizeof(older_than))) == NULL ||
-		!rt_request_timestamp_ok(value))
+		!rt_request_timestamp((char *) value))
 	{
 		*code = "bad_cursor";
 		*message = "olderThan must be an RFC 3339 timestamp, like 2026-11-22T10:00:00Z";

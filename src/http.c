@@ -61,6 +61,7 @@ typedef struct Route
 
 static void healthz(struct lws *wsi, HttpReply *reply);
 static void metrics(struct lws *wsi, HttpReply *reply);
+static void ws_without_upgrade(struct lws *wsi, HttpReply *reply);
 
 /*
  * Every endpoint.  A path may appear once per method; the Allow header of a
@@ -69,6 +70,7 @@ static void metrics(struct lws *wsi, HttpReply *reply);
 static const Route routes[] = {
 	{"/healthz", LWSHUMETH_GET, healthz},
 	{"/metrics", LWSHUMETH_GET, metrics},
+	{"/ws", LWSHUMETH_GET, ws_without_upgrade},
 	{"/api/events/stream", LWSHUMETH_GET, NULL, RT_HTTP_SSE},
 	{"/api/events", LWSHUMETH_GET, NULL, RT_HTTP_HISTORY},
 	{"/api/events", LWSHUMETH_DELETE, NULL, RT_HTTP_ADMIN},
@@ -127,6 +129,14 @@ healthz(struct lws *wsi, HttpReply *reply)
 						"the LISTEN feed is disconnected; the server is retrying");
 			break;
 	}
+}
+
+/* An upgrade comes to /ws through rt_http_confirm_upgrade; a GET, here. */
+static void
+ws_without_upgrade(struct lws *wsi, HttpReply *reply)
+{
+	reply_error(reply, HTTP_STATUS_BAD_REQUEST, "upgrade_required",
+				"/ws is the WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)");
 }
 
 /* Prometheus text format: what the worker has received and let out. */
@@ -476,7 +486,8 @@ route(struct lws *wsi, const char *path, size_t len, int method,
 						   sizeof(reply->allow) - allow_len,
 						   "%s%s%s", allow_len ? ", " : "",
 						   method_names[routes[i].method],
-						   routes[i].method == LWSHUMETH_GET ? ", HEAD" : "");
+						   routes[i].method == LWSHUMETH_GET && routes[i].handler ?
+						   ", HEAD" : "");
 		if (written < 0 || (size_t) written >= sizeof(reply->allow) - allow_len)
 		{
 			Assert(false);		/* make allow[] bigger */
@@ -554,7 +565,7 @@ send_reply(struct lws *wsi, const HttpReply *reply, bool head_only,
 		goto done;
 	if (reply->preflight &&
 		(lws_add_http_header_by_name(wsi, (const unsigned char *) "access-control-allow-methods:",
-									 (const unsigned char *) "GET, HEAD, DELETE", 17, &p, end) ||
+									 (const unsigned char *) "GET, DELETE", 11, &p, end) ||
 		 lws_add_http_header_by_name(wsi, (const unsigned char *) "access-control-allow-headers:",
 									 (const unsigned char *) "Authorization, Last-Event-ID", 28, &p, end) ||
 		 lws_add_http_header_by_name(wsi, (const unsigned char *) "access-control-max-age:",
@@ -822,8 +833,12 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 								"pages of this origin may not use this server (rtevents.allowed_origins)");
 				/* Routes answered later take GET, not HEAD. */
 				if (reply.status == 0 && method == LWSHUMETH_HEAD)
+				{
 					reply_error(&reply, HTTP_STATUS_METHOD_NOT_ALLOWED,
 								"method_not_allowed", "this endpoint has no HEAD");
+					strlcpy(reply.allow, reply.kind == RT_HTTP_HISTORY ?
+							"GET, DELETE" : "GET", sizeof(reply.allow));
+				}
 				if (reply.status == 0)
 				{
 					const char *code;

@@ -272,11 +272,22 @@ is_rfc3339(const char *s)
 		p[6] == '\0' && in_range(s, p + 1);
 }
 
-/* For other modules: an RFC 3339 timestamp, as the shape check above. */
+/*
+ * A timestamp from a query string, checked and made ready for Postgres'
+ * cast, in place.  An offset's '+' sent unencoded arrives as a space (lws
+ * decodes '+' as one, as HTML forms mean it), where no space may be: it is
+ * put back.
+ */
 bool
-rt_request_timestamp_ok(const char *s)
+rt_request_timestamp(char *s)
 {
-	return strlen(s) <= RT_REQ_VALUE_MAX && is_rfc3339(s);
+	size_t		len = strlen(s);
+
+	if (len > RT_REQ_VALUE_MAX)
+		return false;
+	if (len > 6 && s[len - 6] == ' ')
+		s[len - 6] = '+';
+	return is_rfc3339(s);
 }
 
 static bool
@@ -373,14 +384,23 @@ rt_request_parse(struct lws *wsi, RtRequest *c, bool history,
 	}
 	c->limit = 100;
 	if (!history)
+	{
+		/* Not ignored: a client would take every event for the ones it meant. */
+		if (url_arg(wsi, "since=", buf, sizeof(buf), &toolong) != NULL ||
+			url_arg(wsi, "until=", buf, sizeof(buf), &toolong) != NULL)
+		{
+			*message = "since and until are for the history API (GET /api/events); a stream resumes with after";
+			return false;
+		}
 		return true;
+	}
 
 	for (int i = 0; i < 2; i++)
 	{
 		v = url_arg(wsi, i == 0 ? "since=" : "until=", buf, sizeof(buf), &toolong);
 		if (v == NULL)
 			continue;
-		if (toolong || !is_rfc3339(v))
+		if (toolong || !rt_request_timestamp((char *) v))
 		{
 			*message = "since and until must be RFC 3339 timestamps, like 2026-11-22T10:00:00Z";
 			return false;

@@ -336,7 +336,7 @@ extern bool rt_request_add_type(RtRequest *c, const char *t,
 								const char **message, bool *oom);
 extern bool rt_request_end_types(RtRequest *c, bool *oom);
 extern bool rt_request_has_filter(const RtRequest *c);
-extern bool rt_request_timestamp_ok(const char *s);
+extern bool rt_request_timestamp(char *s);
 extern bool rt_request_is_uuid(const char *s);
 extern bool rt_request_matches(const RtRequest *req, const RtEventKeys *keys);
 extern void rt_request_free(RtRequest *req);

@@ -178,6 +178,21 @@ is($status, '200', 'HEAD /healthz is 200');
 is($body, '', 'HEAD /healthz has no body');
 is(header($headers, 'content-length'), '2', 'HEAD /healthz gives the length of GET');
 
+# Allow names what each path answers: HEAD only where GET is answered at once.
+($status, $body, $headers) = http('POST', '/api/events');
+is($status, '405', 'POST /api/events is 405');
+is(header($headers, 'allow'), 'GET, DELETE', '... Allow: GET, DELETE');
+($status, $body, $headers) = http('HEAD', '/api/events');
+is($status, '405', 'HEAD /api/events is 405 (a history page is a query)');
+is(header($headers, 'allow'), 'GET, DELETE', '... with Allow: GET, DELETE');
+($status, $body, $headers) = http('HEAD', '/api/events/stream');
+is(header($headers, 'allow'), 'GET', 'HEAD on the stream: Allow: GET');
+
+# /ws without an upgrade is a client mistake, not a missing endpoint.
+($status, $body) = http('GET', '/ws');
+is($status, '400', 'GET /ws without Upgrade is 400');
+like($body, qr/^\{"error":"upgrade_required","message":"[^"]+"\}$/, '... upgrade_required');
+
 # ------------------------------------------------------------------
 # The process
 # ------------------------------------------------------------------

@@ -213,6 +213,17 @@ is($node->safe_psql('postgres', q{SELECT count(*) > 0 FROM execution_events}), '
 	sse_close($g);
 }
 
+# since and until are the history API's: a stream refuses them rather than
+# sending every event.
+for my $q ('?since=2026-01-01T00:00:00Z', '?executionId=e1&until=garbage')
+{
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '\n%{http_code}',
+			"http://127.0.0.1:$port/api/events/stream$q" ], '>', \$out);
+	like($out, qr/\A\{"error":"bad_cursor","message":"since and until are for the history API[^"]*"\}\n400\z/,
+		"400 bad_cursor for a stream with $q");
+}
+
 # Ids given explicitly ahead of the sequence (a restore, a migration): the
 # sequence follows, and the events published after them are not skipped.
 {

@@ -69,6 +69,9 @@ is($page->{next}, 9, 'a full page names the next cursor');
 is_deeply([ map { $_->{id} } @{ $page->{events} } ], [4], 'filters combine with AND');
 ($status, $page) = get('?since=2026-11-22T10:05:00Z&until=2026-11-22T10:08:00%2B00:00');
 is_deeply([ map { $_->{id} } @{ $page->{events} } ], [ 5, 6, 7 ], 'since inclusive, until exclusive');
+# an offset's '+' sent unencoded comes as a space: read as the '+' it was
+($status, $page) = get('?since=2026-11-22T11:05:00+01:00&until=2026-11-22T10:08:00+00:00');
+is_deeply([ map { $_->{id} } @{ $page->{events} } ], [ 5, 6, 7 ], "an unencoded '+' in an offset");
 ($status, $page) = get('?limit=2&offset=10');
 is_deeply([ map { $_->{id} } @{ $page->{events} } ], [ 11, 12 ], 'limit and offset');
 ($status, $page) = get(q{?executionId=e1'%20OR%20'1'%3D'1});
