@@ -14,7 +14,10 @@ CREATE TABLE execution_events (
 	type			text NOT NULL
 		CONSTRAINT execution_events_type_check
 		CHECK (type <> '' AND octet_length(type) <= 200),
-	ts				timestamptz NOT NULL DEFAULT clock_timestamp(),
+	-- RFC 3339 has four-digit years, and no infinity or BC.
+	ts				timestamptz NOT NULL DEFAULT clock_timestamp()
+		CONSTRAINT execution_events_ts_check
+		CHECK (ts >= '0001-01-01 00:00:00+00' AND ts < '10000-01-01 00:00:00+00'),
 	data			jsonb NOT NULL DEFAULT '{}'
 		CONSTRAINT execution_events_data_check
 		CHECK (jsonb_typeof(data) = 'object'),

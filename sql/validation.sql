@@ -16,12 +16,18 @@ SELECT rt_publish('x', organization_id => 'not-a-uuid');
 SELECT rt_publish('x', ttl => interval '-1 second');
 SELECT rt_publish('x', ttl => interval '1 month -40 days');
 SELECT rt_publish('x', data => '{"unterminated": ');
+SELECT rt_publish('x', ts => 'infinity');
+SELECT rt_publish('x', ts => '0044-03-15 00:00:00+00 BC');
+BEGIN;
+SELECT rt_publish('x', ts => '9999-12-31 23:59:59+00') > 0 AS last_year_ok;
+ROLLBACK;
 
 -- The same rules hold for rows that skip rt_publish.
 INSERT INTO execution_events (type) VALUES ('');
 INSERT INTO execution_events (type, data) VALUES ('x', '[]');
 INSERT INTO execution_events (type, execution_id) VALUES ('x', '');
 INSERT INTO execution_events (type, job_id) VALUES ('x', repeat('j', 201));
+INSERT INTO execution_events (type, ts) VALUES ('x', '12026-01-01 00:00:00+00');
 
 -- History and cleanup refuse what they cannot mean.
 SELECT * FROM rt_events(lim => 0);
