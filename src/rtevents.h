@@ -527,6 +527,7 @@ extern int	rt_sse_open(struct lws *wsi, void **user, const char **code,
 						const char **message);
 extern int	rt_sse_writable(struct lws *wsi, void *user);
 extern void rt_sse_closed(void *user);
+extern void rt_sse_heartbeat_changed(void);
 extern int	rt_sse_clients(void);
 
 /* admin.c */

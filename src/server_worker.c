@@ -816,6 +816,7 @@ rt_server_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			rt_server_set_heartbeat();
+			rt_sse_heartbeat_changed();
 			rt_feed_reload();
 		}
 	}

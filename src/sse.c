@@ -249,6 +249,15 @@ rt_sse_writable(struct lws *wsi, void *user)
 	return 0;
 }
 
+/* Main loop, after a reload: the next keep-alive at the new interval. */
+void
+rt_sse_heartbeat_changed(void)
+{
+	if (heartbeat_scheduled)
+		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
+						 (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
+}
+
 /* LWS_CALLBACK_CLOSED_HTTP */
 void
 rt_sse_closed(void *user)

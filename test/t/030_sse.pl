@@ -311,5 +311,35 @@ ok($killed_feed, 'the LISTEN connection was killed mid-stream');
 is_deeply([ map { $_->{id} } @seen ], \@committed,
 	'every committed event exactly once, ascending, across resumes and a lost feed');
 
+# A keep-alive comment every rtevents.heartbeat, and the metrics that count
+# what came in and went out.
+{
+	my $metric = sub {
+		my $m = '';
+		IPC::Run::run([ 'curl', '-s', "http://127.0.0.1:$port/metrics" ], '>', \$m);
+		return $m =~ /^$_[0] (\S+)$/m ? $1 : undef;
+	};
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET rtevents.heartbeat = '1s'});
+	$node->reload;
+	# streams killed earlier are found out by the keep-alives written to them
+	ok(wait_until(sub { $metric->('rtevents_subscriptions') eq '0' }, 15),
+		'rtevents_subscriptions drops to 0 once every stream is gone');
+	my $quiet = sse_open('?executionId=quiet');
+	ok(wait_until(sub { sse_events($quiet); ($quiet->{raw} // '') =~ /^: keep-alive$/m }, 10),
+		'a quiet stream gets ": keep-alive" comments');
+	is($metric->('rtevents_subscriptions'), '1', 'rtevents_subscriptions counts the open stream');
+	is($metric->('rtevents_feed_up'), '1', 'rtevents_feed_up');
+	my ($in, $out) = map { $metric->($_) } 'rtevents_events_in_total', 'rtevents_events_out_total';
+	publish(q{SELECT rt_publish('tick', '{}', execution_id => 'quiet')});
+	sse_wait_for($quiet, 1);
+	ok(wait_until(sub { $metric->('rtevents_events_in_total') == $in + 1 }),
+		'rtevents_events_in_total counts the event');
+	ok(wait_until(sub { $metric->('rtevents_events_out_total') == $out + 1 }),
+		'rtevents_events_out_total counts its one delivery');
+	sse_close($quiet);
+	$node->safe_psql('postgres', q{ALTER SYSTEM RESET rtevents.heartbeat});
+	$node->reload;
+}
+
 $node->stop;
 done_testing();
