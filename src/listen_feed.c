@@ -346,8 +346,8 @@ feed_failed(const char *why)
 		elog(LOG, "rtevents feed: could not connect: %s; retrying", reason);
 	strlcpy(feed.last_error, reason, sizeof(feed.last_error));
 
-	lws_sul_schedule(rt_server_context(), 0, &feed.retry_timer, feed_retry,
-					 (lws_usec_t) feed.backoff_ms * LWS_US_PER_MS);
+	rt_server_schedule(&feed.retry_timer, feed_retry,
+					   (lws_usec_t) feed.backoff_ms * LWS_US_PER_MS);
 	feed.backoff_ms = Min(feed.backoff_ms * 2, FEED_BACKOFF_MAX_MS);
 }
 
@@ -434,9 +434,9 @@ feed_connect(void)
 	feed.phase = FEED_CONNECTING;
 	/* as the libpq documentation says to start */
 	feed.polling = PGRES_POLLING_WRITING;
-	lws_sul_schedule(rt_server_context(), 0, &feed.deadline_timer,
-					 feed_deadline,
-					 (lws_usec_t) param_connect_timeout_s * LWS_US_PER_SEC);
+	rt_server_schedule(&feed.deadline_timer,
+					   feed_deadline,
+					   (lws_usec_t) param_connect_timeout_s * LWS_US_PER_SEC);
 	if (!feed_watch_socket(true))
 		feed_failed("could not watch the connection's socket");
 }
@@ -941,9 +941,9 @@ feed_query_done(void)
 			if (feed.schema_known)
 				feed_send(FEED_Q_INIT, feed.init_sql, 0, NULL);
 			else
-				lws_sul_schedule(rt_server_context(), 0, &feed.read_timer,
-								 feed_schema_retry,
-								 (lws_usec_t) FEED_SCHEMA_RETRY_MS * LWS_US_PER_MS);
+				rt_server_schedule(&feed.read_timer,
+								   feed_schema_retry,
+								   (lws_usec_t) FEED_SCHEMA_RETRY_MS * LWS_US_PER_MS);
 			return;
 		case FEED_Q_INIT:
 			feed_next_query();
@@ -991,8 +991,8 @@ feed_query_done(void)
 		feed.holds++;
 	}
 	feed.read_blocked = true;
-	lws_sul_schedule(rt_server_context(), 0, &feed.read_timer, feed_read_retry,
-					 (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
+	rt_server_schedule(&feed.read_timer, feed_read_retry,
+					   (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
 	feed.read_retry_ms = Min(feed.read_retry_ms * 2, FEED_READ_RETRY_MAX_MS);
 	feed_next_query();
 }

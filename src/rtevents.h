@@ -166,6 +166,7 @@ extern void rt_register_cleanup_worker(void);
 struct lws;
 struct lws_context;
 struct lws_protocols;
+struct lws_sorted_usec_list;
 
 /* server_worker.c */
 typedef enum RtFdEvent
@@ -190,6 +191,10 @@ extern struct lws_context *rt_server_context(void);
 extern struct lws *rt_server_watch_fd(int fd, const RtFdWatch *watch);
 extern void rt_server_want_writable(struct lws *wsi);
 extern void rt_server_unwatch_fd(struct lws *wsi);
+extern void rt_server_schedule(struct lws_sorted_usec_list *sul,
+							   void (*cb) (struct lws_sorted_usec_list *sul),
+							   int64 us);
+extern void rt_server_close_soon(struct lws *wsi);
 extern void rt_server_wake(void);
 extern void rt_server_set_heartbeat(void);
 

@@ -136,8 +136,8 @@ expiry_check(lws_sorted_usec_list_t *sul)
 		else
 			rt_client_give_up(c);
 	}
-	lws_sul_schedule(rt_server_context(), 0, &expiry_timer, expiry_check,
-					 LWS_US_PER_SEC);
+	rt_server_schedule(&expiry_timer, expiry_check,
+					   LWS_US_PER_SEC);
 }
 
 /* ---- the index ---- */
@@ -286,8 +286,8 @@ client_wake(RtClient *c)
 	dlist_push_tail(&flush_pending, &c->flush_node);
 	if (!flush_scheduled)
 	{
-		lws_sul_schedule(rt_server_context(), 0, &flush_timer, flush_due,
-						 (lws_usec_t) rt_batch_ms * LWS_US_PER_MS);
+		rt_server_schedule(&flush_timer, flush_due,
+						   (lws_usec_t) rt_batch_ms * LWS_US_PER_MS);
 		flush_scheduled = true;
 	}
 }
@@ -335,7 +335,7 @@ rt_client_give_up(RtClient *c)
 		return;
 	c->closing = true;
 	clients_dropped++;
-	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	rt_server_close_soon(c->wsi);
 }
 
 /*

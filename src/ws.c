@@ -329,7 +329,7 @@ established(struct lws *wsi)
 
 	if (c == NULL)
 	{
-		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		rt_server_close_soon(wsi);
 		return;
 	}
 	if (!rt_client_init(&c->base, wsi, &ws_ops, RT_CONN_WEBSOCKET))
@@ -338,7 +338,7 @@ established(struct lws *wsi)
 		free(c);
 		lws_close_reason(wsi, (enum lws_close_status) 1013,	/* try again later */
 						 (unsigned char *) "server_full", 11);
-		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		rt_server_close_soon(wsi);
 		return;
 	}
 	lws_set_opaque_user_data(wsi, c);
