@@ -186,6 +186,14 @@ typedef struct RtFdWatch
 	void	   *arg;
 } RtFdWatch;
 
+/*
+ * The most lws 4.1 hands to one send(): it sends at most a protocol's
+ * tx_packet_size at a time (else its rx_buffer_size, else 4 kB) and keeps
+ * the rest for the next POLLOUT, a piece per loop turn: a 64 kB frame took
+ * 64 turns at the WebSocket protocol's 1 kB.  The kernel takes what fits.
+ */
+#define RT_TX_PACKET_MAX		(1024 * 1024)
+
 extern void rt_register_server_worker(void);
 extern struct lws_context *rt_server_context(void);
 extern struct lws *rt_server_watch_fd(int fd, const RtFdWatch *watch);

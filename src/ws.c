@@ -550,5 +550,5 @@ rt_ws_clients(void)
 }
 
 const struct lws_protocols rt_ws_protocol = {
-	"rtevents", ws_callback, 0, RT_WS_RX_BUFFER, 0, NULL, 0
+	"rtevents", ws_callback, 0, RT_WS_RX_BUFFER, 0, NULL, RT_TX_PACKET_MAX
 };
