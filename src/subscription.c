@@ -20,7 +20,11 @@
  * every subscription held: a publish to one execution among 10,000 watched
  * ones costs about what it costs among 10.
  *
- * A client's queue has a byte budget, rtevents.max_client_buffer.  A live
+ * A client's queue has a byte budget, rtevents.max_client_buffer, and the
+ * kernel holds at most RT_CLIENT_NOTSENT_LOWAT of it unsent: without that
+ * bound send() goes on taking what a client that stopped reading cannot
+ * receive (on loopback, up to tcp_wmem's 4 MB, autotuned), and neither the
+ * budget nor the drop of a stalled client would ever come into play.  A live
  * subscription that a burst puts over it stops taking live events and
  * catches up from the ring as the queue drains, so a burst costs no more
  * memory; a client so slow that the ring moves past it is closed, and
@@ -41,7 +45,10 @@
 #include "postgres.h"
 
 #include <ctype.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <libwebsockets.h>
 
@@ -53,6 +60,7 @@
 #define RT_SUB_KEYS			4
 #define RT_CLIENT_WRITE_USUAL	(256 * 1024)
 #define RT_LAG_CHECK_EVERY		256		/* events between checks of stalled clients */
+#define RT_CLIENT_NOTSENT_LOWAT	(128 * 1024)	/* bytes the kernel holds unsent */
 
 typedef enum SubPhase
 {
@@ -732,6 +740,14 @@ rt_client_init(RtClient *c, struct lws *wsi, const RtClientOps *ops,
 	c->ops = ops;
 	dlist_init(&c->subs);
 	dlist_push_tail(&all_clients, &c->node);
+
+	/* see the file header; a socket that refuses keeps the old behaviour */
+	{
+		int			lowat = RT_CLIENT_NOTSENT_LOWAT;
+
+		(void) setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP,
+						  TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+	}
 	return true;
 }
 
