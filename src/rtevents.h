@@ -203,6 +203,7 @@ extern void rt_server_schedule(struct lws_sorted_usec_list *sul,
 							   void (*cb) (struct lws_sorted_usec_list *sul),
 							   int64 us);
 extern void rt_server_close_soon(struct lws *wsi);
+extern void rt_server_write_now(struct lws *wsi);
 extern void rt_server_wake(void);
 extern void rt_server_set_heartbeat(void);
 
@@ -436,12 +437,16 @@ struct RtClient
 	size_t		queued_bytes;
 	dlist_node	flush_node;		/* waiting for rtevents.batch_ms */
 	bool		flush_pending;
+	dlist_node	write_node;		/* to be written at the end of the turn */
+	bool		write_pending;
 	bool		closing;
 	int			conn;			/* its rtevents_connections slot */
 	int64		expires;		/* its token's exp (Unix time), or 0 */
 };
 
 extern void rt_subscriptions_init(void);
+extern void rt_clients_write(void);
+extern bool rt_clients_to_write(void);
 extern bool rt_client_init(RtClient *c, struct lws *wsi,
 						   const RtClientOps *ops, RtConnTransport transport);
 extern void rt_client_release(RtClient *c);

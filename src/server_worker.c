@@ -353,6 +353,28 @@ rt_server_unwatch_fd(struct lws *wsi)
 	rt_server_close_soon(wsi);
 }
 
+/*
+ * Serve wsi's POLLOUT now, as if epoll had reported it: lws sends what it
+ * still holds and its control frames first, then calls the protocol's
+ * writable callback if its state allows writing (not once closing), just as
+ * on a real POLLOUT, without the epoll_ctl calls and the epoll round that
+ * lws_callback_on_writable() costs.  Only between two turns, never from
+ * inside a callback.  With libev, lws's one-shot clearing of POLLOUT here
+ * changes nothing libev has to tell the kernel.
+ */
+void
+rt_server_write_now(struct lws *wsi)
+{
+	struct lws_pollfd pfd;
+
+	pfd.fd = lws_get_socket_fd(wsi);
+	if (pfd.fd < 0)
+		return;
+	pfd.events = LWS_POLLIN | LWS_POLLOUT;
+	pfd.revents = LWS_POLLOUT;
+	(void) lws_service_fd(context, &pfd);
+}
+
 /* ----------------------------------------------------------------
  * Timers
  * ----------------------------------------------------------------
@@ -871,15 +893,23 @@ create_event_loop(int fd_limit)
 
 /*
  * One turn: wait for something (a descriptor, a timer, a signal's write to
- * the eventfd), serve it, return.  Negative when lws's loop failed.
+ * the eventfd), serve it, then write what the turn queued for clients
+ * (subscription.c).  No wait while clients are left to write.  Negative
+ * when lws's loop failed.
  */
 static int
 loop_turn(void)
 {
+	bool		wait = !rt_clients_to_write();
+	int			rc = 0;
+
 	if (evloop == NULL)
-		return lws_service(context, 0);
-	ev_run(evloop, EVRUN_ONCE);
-	return 0;
+		rc = lws_service(context, wait ? 0 : -1);
+	else
+		ev_run(evloop, wait ? EVRUN_ONCE : EVRUN_NOWAIT);
+	if (rc >= 0)
+		rt_clients_write();
+	return rc;
 }
 
 /* Only wakes the loop, so that shut_down() looks at its deadline. */
