@@ -42,7 +42,12 @@
  * which remembers them and keeps a libev timer of ours armed for the
  * earliest; it writes the wake-up eventfd, and lws services what is due in
  * its idle pass after that.  lws's own timers (pings, timeouts) may still be
- * up to a second late; they count in seconds.
+ * up to a second late; they count in seconds.  libev runs that idle pass
+ * only in a turn with nothing else ready: under a flood what is due waits
+ * for lws's own timer, which fires at least once a second.
+ *
+ * After each turn the main loop writes what the turn queued for clients
+ * (subscription.c), through lws's own POLLOUT handling (rt_server_write_now).
  *
  * Shutdown.  A fast shutdown sends SIGTERM.  A smart shutdown sends nothing
  * to background workers until every regular session has ended, and the
