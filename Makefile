@@ -46,10 +46,11 @@ REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regres
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 
-# The server worker links libpq (as dblink does) and libwebsockets.
+# The server worker links libpq (as dblink does) and libwebsockets, and
+# libev: lws runs on a libev loop the worker owns (server_worker.c).
 PG_CPPFLAGS += -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
-SHLIB_LINK += -lwebsockets
+SHLIB_LINK += -lwebsockets -lev
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

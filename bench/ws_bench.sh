@@ -36,12 +36,15 @@
 #               it catches up, and how long it takes.
 #
 # HEARTBEAT (e.g. 5s) sets rtevents.heartbeat, to see pings answered under load.
+# PGBIN (/usr/lib/postgresql/15/bin) is the server to run, with rtevents
+# installed in it; PORT (8792) and PGPORT_BENCH (5547) the worker's port and
+# the cluster's.
 # Needs the extension installed (make install); run as root, like
 # bench/sse_latency.sh, since the cluster belongs to postgres.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-pg_bin=/usr/lib/postgresql/15/bin
+pg_bin=${PGBIN:-/usr/lib/postgresql/15/bin}
 subscribers=${SUBSCRIBERS:-1000}
 rate=${RATE:-100}
 seconds=${SECONDS_:-20}

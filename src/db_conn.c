@@ -267,8 +267,8 @@ rt_db_fail(RtDbConn *c, const char *why)
 		elog(LOG, "%s: could not connect: %s; retrying", c->name, reason);
 	strlcpy(c->last_error, reason, sizeof(c->last_error));
 
-	lws_sul_schedule(rt_server_context(), 0, &c->retry_timer, db_retry,
-					 (lws_usec_t) c->backoff_ms * LWS_US_PER_MS);
+	rt_server_schedule(&c->retry_timer, db_retry,
+					   (lws_usec_t) c->backoff_ms * LWS_US_PER_MS);
 	c->backoff_ms = Min(c->backoff_ms * 2, DB_BACKOFF_MAX_MS);
 }
 
@@ -356,8 +356,8 @@ db_connect(RtDbConn *c)
 	c->phase = RT_DB_CONNECTING;
 	/* as the libpq documentation says to start */
 	c->polling = PGRES_POLLING_WRITING;
-	lws_sul_schedule(rt_server_context(), 0, &c->deadline_timer, db_deadline,
-					 (lws_usec_t) c->connect_timeout_s * LWS_US_PER_SEC);
+	rt_server_schedule(&c->deadline_timer, db_deadline,
+					   (lws_usec_t) c->connect_timeout_s * LWS_US_PER_SEC);
 	if (!db_watch_socket(c, true))
 		rt_db_fail(c, "could not watch the connection's socket");
 }

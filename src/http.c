@@ -910,5 +910,5 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 /* Per connection: the SSE stream or history request it carries, if any. */
 const struct lws_protocols rt_http_protocol = {
-	"http", http_callback, sizeof(RtHttpSession), 0, 0, NULL, 0
+	"http", http_callback, sizeof(RtHttpSession), 0, 0, NULL, RT_TX_PACKET_MAX
 };

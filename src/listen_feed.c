@@ -425,9 +425,9 @@ feed_on_done(void)
 				rt_replay_kick();	/* replays wait for the schema */
 			}
 			else
-				lws_sul_schedule(rt_server_context(), 0, &feed.read_timer,
-								 feed_schema_retry,
-								 (lws_usec_t) FEED_SCHEMA_RETRY_MS * LWS_US_PER_MS);
+				rt_server_schedule(&feed.read_timer,
+								   feed_schema_retry,
+								   (lws_usec_t) FEED_SCHEMA_RETRY_MS * LWS_US_PER_MS);
 			return;
 		case FEED_Q_INIT:
 			feed_next_query();
@@ -470,8 +470,8 @@ feed_on_done(void)
 		feed.holds++;
 	}
 	feed.read_blocked = true;
-	lws_sul_schedule(rt_server_context(), 0, &feed.read_timer, feed_read_retry,
-					 (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
+	rt_server_schedule(&feed.read_timer, feed_read_retry,
+					   (lws_usec_t) feed.read_retry_ms * LWS_US_PER_MS);
 	feed.read_retry_ms = Min(feed.read_retry_ms * 2, FEED_READ_RETRY_MAX_MS);
 	feed_next_query();
 }

@@ -238,8 +238,8 @@ static void
 schedule_retry(void)
 {
 	retry_pending = true;
-	lws_sul_schedule(rt_server_context(), 0, &retry_timer, replay_retry,
-					 (lws_usec_t) retry_ms * LWS_US_PER_MS);
+	rt_server_schedule(&retry_timer, replay_retry,
+					   (lws_usec_t) retry_ms * LWS_US_PER_MS);
 	retry_ms = Min(retry_ms * 2, REPLICA_RETRY_MAX_MS);
 }
 

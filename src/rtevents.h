@@ -169,6 +169,7 @@ extern void rt_register_cleanup_worker(void);
 struct lws;
 struct lws_context;
 struct lws_protocols;
+struct lws_sorted_usec_list;
 
 /* server_worker.c */
 typedef enum RtFdEvent
@@ -188,11 +189,24 @@ typedef struct RtFdWatch
 	void	   *arg;
 } RtFdWatch;
 
+/*
+ * The most lws 4.1 hands to one send(): it sends at most a protocol's
+ * tx_packet_size at a time (else its rx_buffer_size, else 4 kB) and keeps
+ * the rest for the next POLLOUT, a piece per loop turn: a 64 kB frame took
+ * 64 turns at the WebSocket protocol's 1 kB.  The kernel takes what fits.
+ */
+#define RT_TX_PACKET_MAX		(1024 * 1024)
+
 extern void rt_register_server_worker(void);
 extern struct lws_context *rt_server_context(void);
 extern struct lws *rt_server_watch_fd(int fd, const RtFdWatch *watch);
 extern void rt_server_want_writable(struct lws *wsi);
 extern void rt_server_unwatch_fd(struct lws *wsi);
+extern void rt_server_schedule(struct lws_sorted_usec_list *sul,
+							   void (*cb) (struct lws_sorted_usec_list *sul),
+							   int64 us);
+extern void rt_server_close_soon(struct lws *wsi);
+extern void rt_server_write_now(struct lws *wsi);
 extern void rt_server_wake(void);
 extern void rt_server_set_heartbeat(void);
 extern int	rt_server_ws_silence_limit(void);
@@ -474,12 +488,16 @@ struct RtClient
 	size_t		queued_bytes;
 	dlist_node	flush_node;		/* waiting for rtevents.batch_ms */
 	bool		flush_pending;
+	dlist_node	write_node;		/* to be written at the end of the turn */
+	bool		write_pending;
 	bool		closing;
 	int			conn;			/* its rtevents_connections slot */
 	int64		expires;		/* its token's exp (Unix time), or 0 */
 };
 
 extern void rt_subscriptions_init(void);
+extern void rt_clients_write(void);
+extern bool rt_clients_to_write(void);
 extern bool rt_client_init(RtClient *c, struct lws *wsi,
 						   const RtClientOps *ops, RtConnTransport transport);
 extern void rt_client_release(RtClient *c);

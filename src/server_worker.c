@@ -4,9 +4,10 @@
  *		The background worker that serves clients: its process lifecycle and
  *		its one event loop.
  *
- * The worker owns one libwebsockets context, and lws_service() is the only
- * place the process ever waits.  Everything else it must hear about is a
- * descriptor adopted into that loop as a raw file on an internal vhost:
+ * The worker owns one libwebsockets context and one event loop, and a turn
+ * of that loop is the only place the process ever waits.  Everything else
+ * it must hear about is a descriptor adopted into that loop as a raw file on
+ * an internal vhost:
  *
  *	- an eventfd the signal handlers write to, so that SIGTERM and SIGHUP
  *	  wake the loop (a flag alone would wait for the next unrelated event);
@@ -20,7 +21,33 @@
  * libwebsockets callbacks must not ereport(ERROR): a longjmp would unwind
  * through the library and leave it corrupt.  So callbacks only record what
  * happened, and the work that may throw (re-reading the configuration,
- * exiting) runs in the main loop between two calls to lws_service().
+ * exiting) runs in the main loop between two turns.
+ *
+ * The loop.  lws 4.1's own loop is poll(): every turn hands the kernel every
+ * descriptor and walks them all back, about 7 ms a turn at 10,000
+ * connections however little happens.  So lws runs on libev instead, through
+ * its libev event-lib plugin (Debian's libwebsockets-evlib-ev), which waits
+ * with epoll: a turn costs what is ready.  The libev loop is ours ("foreign"
+ * to lws), so that the main loop still runs it one turn at a time.  Without
+ * the plugin the worker says so and runs lws's poll() loop.  (lws 4.1's
+ * libuv plugin, the other one packaged, sends no close frame when a
+ * callback closes a WebSocket connection: clients would see 1006 for every
+ * close this worker explains.)
+ *
+ * lws 4.1's libev glue re-arms its timer with ev_timer_set() on a watcher
+ * that is still running, which libev ignores: an lws_sul due earlier than
+ * the timer already armed (at most a second away: two of ours run every
+ * second) would wait for that one; rtevents.batch_ms = 20 made frames wait up
+ * to a second.  So our timers are scheduled through rt_server_schedule(),
+ * which remembers them and keeps a libev timer of ours armed for the
+ * earliest; it writes the wake-up eventfd, and lws services what is due in
+ * its idle pass after that.  lws's own timers (pings, timeouts) may still be
+ * up to a second late; they count in seconds.  libev runs that idle pass
+ * only in a turn with nothing else ready: under a flood what is due waits
+ * for lws's own timer, which fires at least once a second.
+ *
+ * After each turn the main loop writes what the turn queued for clients
+ * (subscription.c), through lws's own POLLOUT handling (rt_server_write_now).
  *
  * Shutdown.  A fast shutdown sends SIGTERM.  A smart shutdown sends nothing
  * to background workers until every regular session has ended, and the
@@ -50,6 +77,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ev.h>
 #include <libwebsockets.h>
 
 #include "mb/pg_wchar.h"
@@ -93,6 +121,16 @@ static bool smart_stop_requested = false;
 static bool exiting = false;
 
 static lws_sorted_usec_list_t pm_status_timer;
+static lws_sorted_usec_list_t going_away_timer;
+
+/* The libev loop lws runs on; NULL when it runs its own poll() loop. */
+static struct ev_loop *evloop = NULL;
+static ev_timer nudge_timer;
+
+/* Every lws_sul the worker schedules: a handful, all static. */
+#define RT_MAX_TIMERS			16
+static lws_sorted_usec_list_t *timers[RT_MAX_TIMERS];
+static int	ntimers = 0;
 
 /* ----------------------------------------------------------------
  * Registration
@@ -314,7 +352,117 @@ void
 rt_server_unwatch_fd(struct lws *wsi)
 {
 	lws_set_opaque_user_data(wsi, NULL);
+	rt_server_close_soon(wsi);
+}
+
+/*
+ * Serve wsi's POLLOUT now, as if epoll had reported it: lws sends what it
+ * still holds and its control frames first, then calls the protocol's
+ * writable callback if its state allows writing (not once closing), just as
+ * on a real POLLOUT, without the epoll_ctl calls and the epoll round that
+ * lws_callback_on_writable() costs.  Only between two turns, never from
+ * inside a callback.  With libev, lws's one-shot clearing of POLLOUT here
+ * changes nothing libev has to tell the kernel.
+ */
+void
+rt_server_write_now(struct lws *wsi)
+{
+	struct lws_pollfd pfd;
+
+	pfd.fd = lws_get_socket_fd(wsi);
+	if (pfd.fd < 0)
+		return;
+	pfd.events = LWS_POLLIN | LWS_POLLOUT;
+	pfd.revents = LWS_POLLOUT;
+	(void) lws_service_fd(context, &pfd);
+}
+
+/* ----------------------------------------------------------------
+ * Timers
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * With libev, make sure the loop wakes up within us from now (see the file
+ * header); the earliest request wins.  The loop's clock is updated first:
+ * a callback that ran long would otherwise make the nudge come early, before
+ * the lws_sul is due, and leave it waiting again.
+ */
+static void
+nudge_within(lws_usec_t us)
+{
+	/* lws's clock and libev's are read apart: err on the late side */
+	ev_tstamp	after = (ev_tstamp) us / LWS_US_PER_SEC + 0.001;
+
+	if (evloop == NULL)
+		return;
+	ev_now_update(evloop);
+	if (ev_is_active(&nudge_timer))
+	{
+		if (ev_timer_remaining(evloop, &nudge_timer) <= after)
+			return;
+		ev_timer_stop(evloop, &nudge_timer);
+	}
+	ev_timer_set(&nudge_timer, after, 0.);
+	ev_timer_start(evloop, &nudge_timer);
+}
+
+/*
+ * Due: wake the loop, so that lws's idle pass services what is due, and
+ * arm again for the earliest of our timers still to come.
+ */
+static void
+nudge_due(struct ev_loop *loop, ev_timer *timer, int revents)
+{
+	lws_usec_t	now = lws_now_usecs();
+	lws_usec_t	next = 0;
+
+	rt_server_wake();
+	for (int i = 0; i < ntimers; i++)
+	{
+		lws_sorted_usec_list_t *sul = timers[i];
+
+		if (!lws_dll2_is_detached(&sul->list) && sul->us > now &&
+			(next == 0 || sul->us < next))
+			next = sul->us;
+	}
+	if (next != 0)
+		nudge_within(next - now);
+}
+
+/*
+ * lws_sul_schedule(), and the libev loop made to wake up for it.  Every
+ * timer of the worker goes through here.
+ */
+void
+rt_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, int64 us)
+{
+	int			i;
+
+	for (i = 0; i < ntimers && timers[i] != sul; i++)
+		;
+	if (i == ntimers)
+	{
+		/* a new static timer in the code wants a bigger RT_MAX_TIMERS */
+		Assert(ntimers < RT_MAX_TIMERS);
+		if (ntimers < RT_MAX_TIMERS)
+			timers[ntimers++] = sul;
+	}
+	lws_sul_schedule(context, 0, sul, cb, us);
+	nudge_within(us);
+}
+
+/*
+ * Close a connection at the loop's next idle pass, not from inside the
+ * callback at hand (lws may still use the wsi); lws does it as a timeout
+ * due now, which with libev needs the nudge too when asked from outside
+ * lws's callbacks.
+ */
+void
+rt_server_close_soon(struct lws *wsi)
+{
 	lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	nudge_within(0);
 }
 
 /* ----------------------------------------------------------------
@@ -322,7 +470,7 @@ rt_server_unwatch_fd(struct lws *wsi)
  * ----------------------------------------------------------------
  */
 
-/* Plain POSIX I/O: this runs inside lws_service(). */
+/* Plain POSIX I/O: this runs inside the loop. */
 static bool
 postmaster_reports_stopping(void)
 {
@@ -362,8 +510,8 @@ pm_status_check(lws_sorted_usec_list_t *sul)
 		rt_server_wake();
 		return;
 	}
-	lws_sul_schedule(context, 0, &pm_status_timer, pm_status_check,
-					 RT_PM_STATUS_CHECK_US);
+	rt_server_schedule(&pm_status_timer, pm_status_check,
+					   RT_PM_STATUS_CHECK_US);
 }
 
 /* ----------------------------------------------------------------
@@ -668,6 +816,46 @@ create_listen_vhosts(void)
 						rt_listen_addresses, rt_port)));
 }
 
+/*
+ * The context on a libev loop of ours, or NULL (and a LOG line) when lws
+ * cannot run on libev: its plugin is a package of its own.  epoll, and no
+ * signal handling: signals are Postgres's (libev would take SIGCHLD on its
+ * default loop, and touch the signal mask without EVFLAG_NOSIGMASK).
+ */
+static struct lws_context *
+create_context_on_libev(const struct lws_context_creation_info *base)
+{
+	struct lws_context_creation_info info = *base;
+	struct lws_context *ctx;
+	void	   *loops[1];
+
+	evloop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV | EVFLAG_NOSIGMASK);
+	if (evloop == NULL)
+	{
+		ereport(LOG,
+				(errmsg("rtevents server: could not create an epoll loop; serving with poll(), which costs more per connection")));
+		return NULL;
+	}
+	ev_timer_init(&nudge_timer, nudge_due, 0., 0.);
+
+	loops[0] = evloop;
+	info.foreign_loops = loops;
+	info.options |= LWS_SERVER_OPTION_LIBEV;
+	ctx = lws_create_context(&info);
+	if (ctx == NULL)
+	{
+		ev_loop_destroy(evloop);
+		evloop = NULL;
+		ereport(LOG,
+				(errmsg("rtevents server: libwebsockets could not run on libev; serving with poll(), which costs more per connection"),
+				 errhint("Install the libwebsockets-evlib-ev package.")));
+		return NULL;
+	}
+	ereport(LOG,
+			(errmsg("rtevents server: event loop: libev, epoll")));
+	return ctx;
+}
+
 static void
 create_event_loop(int fd_limit)
 {
@@ -690,7 +878,9 @@ create_event_loop(int fd_limit)
 	info.max_http_header_data = RT_HTTP_HEADER_MAX;
 	info.timeout_secs = RT_HTTP_TIMEOUT_S;
 	info.port = CONTEXT_PORT_NO_LISTEN;
-	context = lws_create_context(&info);
+	context = create_context_on_libev(&info);
+	if (context == NULL)
+		context = lws_create_context(&info);
 	if (context == NULL)
 		ereport(FATAL,
 				(errmsg("rtevents server: could not create the libwebsockets context")));
@@ -725,6 +915,33 @@ create_event_loop(int fd_limit)
  */
 
 /*
+ * One turn: wait for something (a descriptor, a timer, a signal's write to
+ * the eventfd), serve it, then write what the turn queued for clients
+ * (subscription.c).  No wait while clients are left to write.  Negative
+ * when lws's loop failed.
+ */
+static int
+loop_turn(void)
+{
+	bool		wait = !rt_clients_to_write();
+	int			rc = 0;
+
+	if (evloop == NULL)
+		rc = lws_service(context, wait ? 0 : -1);
+	else
+		ev_run(evloop, wait ? EVRUN_ONCE : EVRUN_NOWAIT);
+	if (rc >= 0)
+		rt_clients_write();
+	return rc;
+}
+
+/* Only wakes the loop, so that shut_down() looks at its deadline. */
+static void
+going_away_due(lws_sorted_usec_list_t *sul)
+{
+}
+
+/*
  * Closes the clients, the feed and the listening sockets.  WebSocket clients
  * get a close frame, 1001 "going away", so that they know to reconnect
  * elsewhere or later; the loop runs for at most RT_GOING_AWAY_MS for those
@@ -737,17 +954,27 @@ shut_down(void)
 													   RT_GOING_AWAY_MS);
 
 	rt_ws_going_away();
+	rt_server_schedule(&going_away_timer, going_away_due,
+					   (lws_usec_t) RT_GOING_AWAY_MS * LWS_US_PER_MS);
 	while (rt_ws_clients() > 0 && GetCurrentTimestamp() < deadline)
 	{
-		if (lws_service(context, 0) < 0)
+		if (loop_turn() < 0)
 			break;
 	}
 	rt_feed_stop();
 	rt_replay_disconnect();
 	lws_sul_cancel(&pm_status_timer);
+	lws_sul_cancel(&going_away_timer);
 	exiting = true;
+	/* with libev, synchronous: every wsi is closed and freed here */
 	lws_context_destroy(context);
 	context = NULL;
+	if (evloop != NULL)
+	{
+		ev_timer_stop(evloop, &nudge_timer);
+		ev_loop_destroy(evloop);
+		evloop = NULL;
+	}
 }
 
 void
@@ -780,7 +1007,7 @@ rt_server_worker_main(Datum main_arg)
 
 	for (;;)
 	{
-		if (lws_service(context, 0) < 0)
+		if (loop_turn() < 0)
 		{
 			ereport(LOG,
 					(errmsg("rtevents server: the event loop failed; restarting")));

@@ -98,8 +98,8 @@ heartbeat(lws_sorted_usec_list_t *sul)
 	}
 	if (!dlist_is_empty(&sse_clients))
 	{
-		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
-						 (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
+		rt_server_schedule(&heartbeat_timer, heartbeat,
+						   (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
 		heartbeat_scheduled = true;
 	}
 }
@@ -172,8 +172,8 @@ rt_sse_open(struct lws *wsi, void **user, const char **code,
 	*user = c;
 	if (!heartbeat_scheduled)
 	{
-		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
-						 (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
+		rt_server_schedule(&heartbeat_timer, heartbeat,
+						   (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
 		heartbeat_scheduled = true;
 	}
 	if (rt_sub_open(&c->base, "default", &req, req.has_after, req.after) == NULL)
@@ -254,8 +254,8 @@ void
 rt_sse_heartbeat_changed(void)
 {
 	if (heartbeat_scheduled)
-		lws_sul_schedule(rt_server_context(), 0, &heartbeat_timer, heartbeat,
-						 (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
+		rt_server_schedule(&heartbeat_timer, heartbeat,
+						   (lws_usec_t) rt_heartbeat * LWS_US_PER_SEC);
 }
 
 /* LWS_CALLBACK_CLOSED_HTTP */

@@ -349,7 +349,7 @@ established(struct lws *wsi)
 
 	if (c == NULL)
 	{
-		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		rt_server_close_soon(wsi);
 		return;
 	}
 	if (!rt_client_init(&c->base, wsi, &ws_ops, RT_CONN_WEBSOCKET))
@@ -358,7 +358,7 @@ established(struct lws *wsi)
 		free(c);
 		lws_close_reason(wsi, (enum lws_close_status) 1013,	/* try again later */
 						 (unsigned char *) "server_full", 11);
-		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		rt_server_close_soon(wsi);
 		return;
 	}
 	lws_set_opaque_user_data(wsi, c);
@@ -630,5 +630,6 @@ rt_ws_clients(void)
  * memory (lib/core-net/close.c): so it has a pointer's worth, unused.
  */
 const struct lws_protocols rt_ws_protocol = {
-	"rtevents", ws_callback, sizeof(void *), RT_WS_RX_BUFFER, 0, NULL, 0
+	"rtevents", ws_callback, sizeof(void *), RT_WS_RX_BUFFER, 0, NULL,
+	RT_TX_PACKET_MAX
 };

@@ -153,6 +153,10 @@ like(header($headers, 'content-type'), qr{^text/plain}, '/healthz is text');
 like(feed_backends(), qr/^\d+\|[^\n]*$/, 'exactly one feed backend');
 ok($node->log_contains(qr/rtevents feed: listening on channel "rtevents"/),
 	'... listening on rtevents.channel');
+# lws's poll() loop visits every connection on every turn: tools/install
+# puts lws's libev plugin in, and the worker runs on it.
+ok($node->log_contains(qr/rtevents server: event loop: libev, epoll/),
+	'the event loop is libev on epoll, not poll()');
 
 ($status, $body, $headers) = http('GET', '/no/such/path');
 is($status, '404', 'an unknown path is 404');
