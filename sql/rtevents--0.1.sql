@@ -244,6 +244,19 @@ $$;
 COMMENT ON FUNCTION rt_events(text, text, text, uuid, text[], bigint, timestamptz, timestamptz, integer, integer) IS
 	'rtevents: event history with the filters and cursor of GET /api/events';
 
+-- The retention mark only rises: deletes that raced past each other leave
+-- the highest.  The upsert locks the one row to the end of the transaction.
+-- Called by rt_cleanup() and rt_delete_events() in the deleting transaction.
+CREATE FUNCTION rt_raise_retention(upto bigint)
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+	INSERT INTO @extschema@.rtevents_retention AS r (deleted_upto)
+	VALUES (upto)
+	ON CONFLICT (one) DO UPDATE
+		SET deleted_upto = greatest(r.deleted_upto, excluded.deleted_upto);
+$$;
+
 -- TTL cleanup: delete expired events, oldest first, batch_size rows per
 -- DELETE, at most max_batches batches (NULL: until none is left).  The ids
 -- are picked through the expires_at index and deleted through the primary
@@ -290,10 +303,7 @@ BEGIN
 			RETURNING id)
 		SELECT count(*), max(d.id) INTO n, m FROM d;
 		IF n > 0 THEN
-			INSERT INTO @extschema@.rtevents_retention AS r (deleted_upto)
-			VALUES (m)
-			ON CONFLICT (one) DO UPDATE
-				SET deleted_upto = greatest(r.deleted_upto, excluded.deleted_upto);
+			PERFORM @extschema@.rt_raise_retention(m);
 		END IF;
 		total := total + n;
 		batches := batches + 1;
@@ -337,10 +347,7 @@ BEGIN
 		RETURNING id)
 	SELECT count(*), max(d.id) INTO deleted, m FROM d;
 	IF deleted > 0 THEN
-		INSERT INTO @extschema@.rtevents_retention AS r (deleted_upto)
-		VALUES (m)
-		ON CONFLICT (one) DO UPDATE
-			SET deleted_upto = greatest(r.deleted_upto, excluded.deleted_upto);
+		PERFORM @extschema@.rt_raise_retention(m);
 	END IF;
 	-- the next stretch starts at the next id that exists: gaps cost nothing
 	SELECT min(id) - 1 INTO next_after
