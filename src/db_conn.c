@@ -655,6 +655,23 @@ rt_db_event_from_row(const PGresult *res, int row)
 }
 
 /* Up and no query in flight: a query may be sent. */
+/*
+ * Reads what has arrived, without waiting for the loop to say so: for an
+ * owner that must not wait a whole turn of the loop (listen_feed.c, while
+ * a turn's writes to thousands of clients go on).  One recv(MSG_PEEK) when
+ * nothing has.
+ */
+void
+rt_db_poll(RtDbConn *c)
+{
+	char		byte;
+
+	if (c->phase != RT_DB_UP || c->conn == NULL || PQsocket(c->conn) < 0 ||
+		recv(PQsocket(c->conn), &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+		return;
+	db_consume(c);
+}
+
 bool
 rt_db_idle(const RtDbConn *c)
 {

@@ -613,6 +613,22 @@ rt_feed_kick(void)
 	feed_next_query();
 }
 
+/*
+ * Between writes to clients (rt_clients_write): hear of new events now, not
+ * after the turn's writes, which to thousands of clients take milliseconds.
+ * A notification heard here sends the read at once, and the read's result,
+ * heard here too, goes into the frames of this turn's clients still to be
+ * written; those already written get it next turn.  Without this, an event
+ * would wait for the end of the turn to be heard of, and for the end of the
+ * next for its read.
+ */
+void
+rt_feed_poll(void)
+{
+	if (feed.db != NULL)
+		rt_db_poll(feed.db);
+}
+
 uint64
 rt_feed_reads(void)
 {

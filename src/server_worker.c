@@ -931,7 +931,7 @@ loop_turn(void)
 	else
 		ev_run(evloop, wait ? EVRUN_ONCE : EVRUN_NOWAIT);
 	if (rc >= 0)
-		rt_clients_write();
+		rt_clients_write(rt_feed_poll);
 	return rc;
 }
 

@@ -73,6 +73,7 @@
 #define RT_CLIENT_WRITE_USUAL	(256 * 1024)
 #define RT_LAG_CHECK_EVERY		256		/* events between checks of stalled clients */
 #define RT_CLIENT_NOTSENT_LOWAT	(128 * 1024)	/* bytes the kernel holds unsent */
+#define RT_WRITES_BETWEEN_POLLS	32	/* about half a millisecond of send()s */
 
 typedef enum SubPhase
 {
@@ -290,14 +291,20 @@ want_write(RtClient *c)
 /*
  * The main loop, at the end of each turn, outside lws's callbacks.  Clients
  * that something written here puts on the list again (a catch-up refilling
- * its queue) are left for the next turn, so that none takes more than its
- * frame's turn; the loop does not wait for anything while the list holds
- * some (rt_clients_to_write).
+ * its queue, an event heard of by between()) are left for the next turn, so
+ * that none takes more than its frame's turn; the loop does not wait for
+ * anything while the list holds some (rt_clients_to_write).
+ *
+ * between() runs every RT_WRITES_BETWEEN_POLLS clients: the worker's LISTEN
+ * feed, whose news would otherwise wait for the end of this turn's writes
+ * (see rt_feed_poll).  What it queues for a client still on the list goes
+ * into that client's frame in this turn.
  */
 void
-rt_clients_write(void)
+rt_clients_write(void (*between) (void))
 {
 	int			n = 0;
+	int			written = 0;
 	dlist_iter	iter;
 
 	dlist_foreach(iter, &write_list)
@@ -310,6 +317,8 @@ rt_clients_write(void)
 		c->write_pending = false;
 		/* may close the connection, and release c, before it returns */
 		rt_server_write_now(c->wsi);
+		if (between != NULL && ++written % RT_WRITES_BETWEEN_POLLS == 0)
+			between();
 	}
 }
 
