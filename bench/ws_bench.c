@@ -16,8 +16,10 @@
  * welcome, T being the template with "%d" replaced by the client's number.
  * A client is ready once welcomed, or, if it subscribes (query string or
  * message), once its "subscribed" arrives.  When all are, "{"ready":N}" is
- * printed for the driver (bench/ws_bench.sh) to start publishing.  The
- * result is one JSON line on stdout.
+ * printed for the driver (bench/ws_bench.sh) to start publishing.  With
+ * WS_BENCH_READY_ON_OPEN in the environment a client is ready once
+ * upgraded: for servers that are not rtevents (bench/fanout_floor.c,
+ * nchan), which send no welcome.  The result is one JSON line on stdout.
  *
  * latency:    every client must receive EVENTS events, each id once and
  *             ascending ("unexpected" counts any beyond); latency is
@@ -141,6 +143,7 @@ static const char *base_path,
 		   *catchup_path,
 		   *sub_template;
 static int	ready_on_subscribed;
+static int	ready_on_open;		/* WS_BENCH_READY_ON_OPEN: another server */
 static int	pid_worker,
 			pid_feed;
 
@@ -719,6 +722,8 @@ parse(Conn *c, const char *data, size_t len, double recv_us)
 		}
 		c->state = C_OPEN;
 		off = hend + 4 - data;
+		if (ready_on_open)
+			mark_ready(c);
 	}
 
 	while (!c->dead && len - off >= 2)
@@ -1383,6 +1388,7 @@ main(int argc, char **argv)
 		usage();
 
 	ready_on_subscribed = sub_template != NULL || strchr(base_path, '?') != NULL;
+	ready_on_open = getenv("WS_BENCH_READY_ON_OPEN") != NULL;
 	n_conns = n_clients + (catchup_path != NULL);
 	conns = calloc(n_conns, sizeof(Conn));
 	for (int i = 0; i < n_conns; i++)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/ws_bench.sh: the WebSocket performance goals, measured.
 #
-#   sudo bench/ws_bench.sh [all | latency throughput memory index isolation ...]
+#   sudo bench/ws_bench.sh [all | latency throughput memory index isolation floor nchan ...]
 #
 # Starts a private cluster (as postgres, in a mktemp -d, unix socket only for
 # SQL) with rtevents preloaded, rtevents.max_connections = 20000, the worker
@@ -34,6 +34,14 @@
 #               s into the run with after = max(id) - CATCHUP_BACK and reads
 #               its replay as fast as it can: the live clients' p50/p99 while
 #               it catches up, and how long it takes.
+#   floor       the latency run against bench/fanout_floor.c instead of the
+#               worker: a WebSocket server that does nothing but stamp each
+#               event and send() it to every client.  What any server gets
+#               here with this client; the worker cannot do better.
+#   nchan       the latency run against nginx's nchan module (Debian's
+#               nginx-light and libnginx-mod-nchan, installed if missing),
+#               one nginx worker, bench/nchan_pub.mjs publishing over HTTP:
+#               the issue's point of comparison, on this machine and client.
 #
 # HEARTBEAT (e.g. 5s) sets rtevents.heartbeat, to see pings answered under load.
 # PGBIN (/usr/lib/postgresql/15/bin) is the server to run, with rtevents
@@ -66,8 +74,8 @@ if [ ${#scenarios[@]} -eq 0 ] || [ "${scenarios[0]}" = all ]; then
 fi
 for s in "${scenarios[@]}"; do
 	case $s in
-		latency | throughput | memory | index | isolation) ;;
-		*) echo "usage: $0 [all | latency throughput memory index isolation ...]" >&2; exit 2 ;;
+		latency | throughput | memory | index | isolation | floor | nchan) ;;
+		*) echo "usage: $0 [all | latency throughput memory index isolation floor nchan ...]" >&2; exit 2 ;;
 	esac
 done
 
@@ -261,6 +269,61 @@ scenario_isolation() {
 		"/ws?executionId=bench&after=$((max - catchup_back))" "$catchup_delay"
 	publish_paced "$events" "$rate" bench
 	finish_client "isolation with catch-up"
+}
+
+scenario_floor() {
+	local floor_pid
+	cc -O2 -Wall -Wextra -o "$dir/fanout_floor" "$here/fanout_floor.c"
+	"$dir/fanout_floor" "$((port + 2))" "$subscribers" "$((rate * seconds))" "$rate" \
+		>"$dir/floor.out" 2>/dev/null &
+	floor_pid=$!
+	background+=("$floor_pid")
+	sleep 0.2
+	# another server: ready once upgraded, no welcome to wait for
+	export WS_BENCH_READY_ON_OPEN=1
+	start_client latency "$((port + 2))" "$floor_pid" "$subscribers" "$((rate * seconds))" /ws
+	finish_client "floor"
+	unset WS_BENCH_READY_ON_OPEN
+	wait "$floor_pid" || true
+	echo "floor server: $(cat "$dir/floor.out")"
+}
+
+scenario_nchan() {
+	local master worker
+	if [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			nginx-light libnginx-mod-nchan >/dev/null
+		# Debian starts its own nginx on port 80; this run needs none
+		systemctl disable --now nginx >/dev/null 2>&1 || true
+	fi
+	mkdir -p "$dir/nginx"
+	cat >"$dir/nginx/nginx.conf" <<NGINX
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log warn;
+events { worker_connections 20000; use epoll; }
+http {
+	access_log off;
+	client_body_temp_path $dir/nginx/body;
+	server {
+		listen 127.0.0.1:$((port + 3));
+		location ~ ^/sub/(\w+)\$ { nchan_subscriber websocket; nchan_channel_id \$1; }
+		location ~ ^/pub/(\w+)\$ { nchan_publisher; nchan_channel_id \$1; }
+	}
+}
+NGINX
+	nginx -c "$dir/nginx/nginx.conf"
+	master=$(cat "$dir/nginx/nginx.pid")
+	worker=$(pgrep -P "$master" | head -n 1)
+	export WS_BENCH_READY_ON_OPEN=1
+	start_client latency "$((port + 3))" "$worker" "$subscribers" "$((rate * seconds))" /sub/bench
+	node "$here/nchan_pub.mjs" "$((rate * seconds))" "$rate" "$((port + 3))" bench
+	finish_client "nchan"
+	unset WS_BENCH_READY_ON_OPEN
+	kill "$master"
 }
 
 for s in "${scenarios[@]}"; do
