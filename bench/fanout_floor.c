@@ -56,7 +56,7 @@ format_now(char *out, size_t size)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, size, "%s.%06ld+00:00", sec, ts.tv_nsec / 1000);
+	snprintf(out, size, "%.19s.%06d+00:00", sec, (int) (ts.tv_nsec / 1000));
 }
 
 int
