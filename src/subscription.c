@@ -295,13 +295,13 @@ want_write(RtClient *c)
  * that none takes more than its frame's turn; the loop does not wait for
  * anything while the list holds some (rt_clients_to_write).
  *
- * between() runs every RT_WRITES_BETWEEN_POLLS clients: the worker's LISTEN
- * feed, whose news would otherwise wait for the end of this turn's writes
- * (see rt_feed_poll).  What it queues for a client still on the list goes
- * into that client's frame in this turn.
+ * between() runs every RT_WRITES_BETWEEN_POLLS clients until it returns
+ * false: the worker's LISTEN feed, whose news would otherwise wait for the
+ * end of this turn's writes (see rt_feed_poll).  What it queues for a client
+ * still on the list goes into that client's frame in this turn.
  */
 void
-rt_clients_write(void (*between) (void))
+rt_clients_write(bool (*between) (void))
 {
 	int			n = 0;
 	int			written = 0;
@@ -317,8 +317,9 @@ rt_clients_write(void (*between) (void))
 		c->write_pending = false;
 		/* may close the connection, and release c, before it returns */
 		rt_server_write_now(c->wsi);
-		if (between != NULL && ++written % RT_WRITES_BETWEEN_POLLS == 0)
-			between();
+		if (between != NULL && ++written % RT_WRITES_BETWEEN_POLLS == 0 &&
+			!between())
+			between = NULL;
 	}
 }
 
