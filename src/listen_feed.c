@@ -621,21 +621,12 @@ rt_feed_kick(void)
  * written; those already written get it next turn.  Without this, an event
  * would wait for the end of the turn to be heard of, and for the end of the
  * next for its read.
- *
- * Returns false once events have come out of it: the caller stops asking
- * until its next turn.  The stream then advances by about one read per turn
- * of writes, as fast as the clients are written; reading on through the
- * turn would let a flood run ahead of the writes, over the clients' budgets,
- * and send them all to catch up from the ring and the table.
  */
-bool
+void
 rt_feed_poll(void)
 {
-	int64		before = rt_stream_last_id();
-
 	if (feed.db != NULL)
 		rt_db_poll(feed.db);
-	return rt_stream_last_id() == before;
 }
 
 uint64

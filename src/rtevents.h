@@ -279,7 +279,7 @@ extern double rt_feed_held_now(void);
 extern double rt_feed_held_total(void);
 extern uint64 rt_feed_holds(void);
 extern void rt_feed_kick(void);
-extern bool rt_feed_poll(void);
+extern void rt_feed_poll(void);
 extern const char *rt_feed_schema(void);
 extern XLogRecPtr rt_feed_settled_lsn(void);
 
@@ -498,7 +498,7 @@ struct RtClient
 };
 
 extern void rt_subscriptions_init(void);
-extern void rt_clients_write(bool (*between) (void));
+extern void rt_clients_write(void (*between) (void));
 extern bool rt_clients_to_write(void);
 extern bool rt_client_init(RtClient *c, struct lws *wsi,
 						   const RtClientOps *ops, RtConnTransport transport);

@@ -74,6 +74,7 @@
 #define RT_LAG_CHECK_EVERY		256		/* events between checks of stalled clients */
 #define RT_CLIENT_NOTSENT_LOWAT	(128 * 1024)	/* bytes the kernel holds unsent */
 #define RT_WRITES_BETWEEN_POLLS	32	/* about half a millisecond of send()s */
+#define RT_ROUND_EVENTS_MAX		256 /* ids the stream may advance in a turn's writes */
 
 typedef enum SubPhase
 {
@@ -295,16 +296,21 @@ want_write(RtClient *c)
  * that none takes more than its frame's turn; the loop does not wait for
  * anything while the list holds some (rt_clients_to_write).
  *
- * between() runs every RT_WRITES_BETWEEN_POLLS clients until it returns
- * false: the worker's LISTEN feed, whose news would otherwise wait for the
- * end of this turn's writes (see rt_feed_poll).  What it queues for a client
- * still on the list goes into that client's frame in this turn.
+ * between() runs every RT_WRITES_BETWEEN_POLLS clients: the worker's LISTEN
+ * feed, whose news would otherwise wait for the end of this turn's writes
+ * (see rt_feed_poll).  What it queues for a client still on the list goes
+ * into that client's frame in this turn.  Once the stream has advanced by
+ * RT_ROUND_EVENTS_MAX during the turn, between() waits for the next: a
+ * flood then advances the stream about as fast as clients are written,
+ * rather than running ahead of the writes, over the clients' budgets, and
+ * sending them all to catch up from the ring and the table.
  */
 void
-rt_clients_write(bool (*between) (void))
+rt_clients_write(void (*between) (void))
 {
 	int			n = 0;
 	int			written = 0;
+	int64		stream_at = rt_stream_last_id();
 	dlist_iter	iter;
 
 	dlist_foreach(iter, &write_list)
@@ -317,9 +323,12 @@ rt_clients_write(bool (*between) (void))
 		c->write_pending = false;
 		/* may close the connection, and release c, before it returns */
 		rt_server_write_now(c->wsi);
-		if (between != NULL && ++written % RT_WRITES_BETWEEN_POLLS == 0 &&
-			!between())
-			between = NULL;
+		if (between != NULL && ++written % RT_WRITES_BETWEEN_POLLS == 0)
+		{
+			between();
+			if (rt_stream_last_id() - stream_at >= RT_ROUND_EVENTS_MAX)
+				between = NULL;
+		}
 	}
 }
 
