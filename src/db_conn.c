@@ -659,17 +659,18 @@ rt_db_event_from_row(const PGresult *res, int row)
  * Reads what has arrived, without waiting for the loop to say so: for an
  * owner that must not wait a whole turn of the loop (listen_feed.c, while
  * a turn's writes to thousands of clients go on).  One recv(MSG_PEEK) when
- * nothing has.
+ * nothing has.  Whether something had.
  */
-void
+bool
 rt_db_poll(RtDbConn *c)
 {
 	char		byte;
 
 	if (c->phase != RT_DB_UP || c->conn == NULL || PQsocket(c->conn) < 0 ||
 		recv(PQsocket(c->conn), &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
-		return;
+		return false;
 	db_consume(c);
+	return true;
 }
 
 bool

@@ -157,6 +157,9 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   "# HELP rtevents_feed_reads_total Reads of new events from the table.\n"
 				   "# TYPE rtevents_feed_reads_total counter\n"
 				   "rtevents_feed_reads_total " UINT64_FORMAT "\n"
+				   "# HELP rtevents_feed_heard_while_writing_total Times the LISTEN feed was read between writes to clients, before the end of a turn of the loop.\n"
+				   "# TYPE rtevents_feed_heard_while_writing_total counter\n"
+				   "rtevents_feed_heard_while_writing_total " UINT64_FORMAT "\n"
 				   "# HELP rtevents_events_in_total Events let out to the live stream, in id order.\n"
 				   "# TYPE rtevents_events_in_total counter\n"
 				   "rtevents_events_in_total " UINT64_FORMAT "\n"
@@ -203,6 +206,7 @@ metrics(struct lws *wsi, HttpReply *reply)
 				   rt_feed_state() == RT_FEED_UP ? 1 : 0,
 				   rt_feed_notifications(),
 				   rt_feed_reads(),
+				   rt_feed_heard_while_writing(),
 				   rt_stream_delivered(),
 				   rt_stream_dropped(),
 				   rt_sse_clients(),

@@ -87,6 +87,7 @@ typedef struct Feed
 	double		held_seconds;	/* time it was, in all (ended holds) */
 	lws_sorted_usec_list_t read_timer;
 	uint64		reads;
+	uint64		heard_while_writing;	/* rt_feed_poll found news */
 } Feed;
 
 static Feed feed = {
@@ -625,8 +626,14 @@ rt_feed_kick(void)
 void
 rt_feed_poll(void)
 {
-	if (feed.db != NULL)
-		rt_db_poll(feed.db);
+	if (feed.db != NULL && rt_db_poll(feed.db))
+		feed.heard_while_writing++;
+}
+
+uint64
+rt_feed_heard_while_writing(void)
+{
+	return feed.heard_while_writing;
 }
 
 uint64

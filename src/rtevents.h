@@ -252,7 +252,7 @@ extern void rt_db_stop(RtDbConn *c);
 extern bool rt_db_send(RtDbConn *c, const char *sql, int nparams,
 					   const char *const *params);
 extern void rt_db_fail(RtDbConn *c, const char *why);
-extern void rt_db_poll(RtDbConn *c);
+extern bool rt_db_poll(RtDbConn *c);
 extern bool rt_db_idle(const RtDbConn *c);
 extern RtDbPhase rt_db_phase(const RtDbConn *c);
 extern struct pg_conn *rt_db_pgconn(const RtDbConn *c);
@@ -280,6 +280,7 @@ extern double rt_feed_held_total(void);
 extern uint64 rt_feed_holds(void);
 extern void rt_feed_kick(void);
 extern void rt_feed_poll(void);
+extern uint64 rt_feed_heard_while_writing(void);
 extern const char *rt_feed_schema(void);
 extern XLogRecPtr rt_feed_settled_lsn(void);
 

@@ -5,7 +5,8 @@
 # serving, refusals, heartbeats and dead peers, batching, a slow client
 # dropped while others go on, "going away" at shutdown, a worker killed and
 # clients resuming, and the delivery guarantee under concurrent publishers
-# while subscribers drop and resume.
+# while subscribers drop and resume, and to 160 clients at once while the
+# feed is heard between writes.
 use strict;
 use warnings;
 use JSON::PP;
@@ -408,6 +409,76 @@ my @committed_a = split /\n/, publish(q{SELECT id FROM execution_events WHERE ex
 is_deeply($seen2{a}, \@committed_a, '... and the narrower one exactly its type, once, ascending');
 $sub1->close(1000, 'bye');
 $sub2->close(1000, 'bye');
+
+# ------------------------------------------------------------------
+# Many clients: a round of writes long enough for the feed to be heard
+# between writes (every 32 clients), while publishers commit out of order
+# and roll back.  What a read heard then lets out goes into the frames of
+# the clients not yet written, and the others get it in the next round:
+# each client still gets exactly the committed ids, once, ascending.
+# ------------------------------------------------------------------
+{
+	my $n = 160;
+	my $from = publish('SELECT coalesce(max(id), 0) FROM execution_events');
+	worker_has($from);
+	my @clients = map { scalar ws_open("/ws?executionId=many&after=$from") } 1 .. $n;
+	until_msg($_, sub { $_->{op} eq 'subscribed' }) for @clients;
+	my $heard = sub {
+		`curl -s http://127.0.0.1:$port/metrics` =~ /^rtevents_feed_heard_while_writing_total (\d+)$/m;
+		return $1;
+	};
+	my $heard_before = $heard->();
+
+	my @pubs = map { $node->background_psql('postgres') } 1 .. 3;
+	my @in_txn = (0) x 3;
+	for my $step (1 .. 300)
+	{
+		my $s = int(rand(3));
+		my $r = rand();
+		if (!$in_txn[$s])
+		{
+			$pubs[$s]->query_safe('BEGIN');
+			$in_txn[$s] = 1;
+		}
+		if ($r < 0.6)
+		{
+			$pubs[$s]->query_safe(q{SELECT rt_publish('m', '{}', execution_id => 'many')});
+		}
+		elsif ($r < 0.9)
+		{
+			$pubs[$s]->query_safe('COMMIT');
+			$in_txn[$s] = 0;
+		}
+		else
+		{
+			$pubs[$s]->query_safe('ROLLBACK');
+			$in_txn[$s] = 0;
+		}
+	}
+	for my $s (0 .. 2)
+	{
+		$pubs[$s]->query_safe('COMMIT') if $in_txn[$s];
+		$pubs[$s]->quit;
+	}
+	my @committed = split /\n/,
+	  publish(q{SELECT id FROM execution_events WHERE execution_id = 'many' ORDER BY id});
+	ok(@committed > 50, scalar(@committed) . " events committed to $n clients");
+
+	my @wrong;
+	for my $i (0 .. $#clients)
+	{
+		my @got;
+		wait_until(sub {
+				push @got, ids_of($clients[$i]->messages_for(0.05));
+				@got && $got[-1] >= $committed[-1];
+			}, 30);
+		push @wrong, $i unless join(',', @got) eq join(',', @committed);
+		$clients[$i]->close(1000, 'bye');
+	}
+	is_deeply(\@wrong, [], "each of the $n clients got every committed event once, ascending");
+	my $times = $heard->() - $heard_before;
+	ok($times > 0, "the feed was heard between writes to clients ($times times)");
+}
 
 # ------------------------------------------------------------------
 # The worker killed: the cluster restarts, clients resume
