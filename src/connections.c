@@ -91,6 +91,7 @@ static RtConnShared *conns = NULL;
 static int *free_stack = NULL;
 static int	nfree = 0;
 static int	nin_use = 0;
+static int	peak_in_use = 0;	/* since rt_conn_peak_reset() */
 static bool exit_callback_registered = false;
 
 static const char *const transport_names[] = {
@@ -213,6 +214,7 @@ rt_conn_reset_all(void)
 	for (int i = conns->nslots - 1; i >= 0; i--)
 		free_stack[nfree++] = i;
 	nin_use = 0;
+	peak_in_use = 0;
 	if (!exit_callback_registered)
 	{
 		on_shmem_exit(conn_exit, (Datum) 0);
@@ -250,6 +252,7 @@ rt_conn_acquire(RtConnTransport transport, const char *peer)
 	end_write(slot);
 
 	nin_use++;
+	peak_in_use = Max(peak_in_use, nin_use);
 	return index;
 }
 
@@ -339,6 +342,19 @@ int
 rt_conn_in_use(void)
 {
 	return nin_use;
+}
+
+/* The most clients held at once since the last rt_conn_peak_reset(). */
+int
+rt_conn_peak(void)
+{
+	return peak_in_use;
+}
+
+void
+rt_conn_peak_reset(void)
+{
+	peak_in_use = nin_use;
 }
 
 /* ---- the readers: any backend ---- */

@@ -114,6 +114,8 @@ extern void rt_conn_set_queued(int slot, int64 queued_bytes);
 extern void rt_conn_touch(int slot);
 extern void rt_conn_release(int slot);
 extern int	rt_conn_in_use(void);
+extern int	rt_conn_peak(void);
+extern void rt_conn_peak_reset(void);
 
 /* event_json.c */
 typedef struct RtEvent
