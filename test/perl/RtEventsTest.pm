@@ -77,4 +77,52 @@ sub parse_notifications
 
 push @EXPORT_OK, 'parse_notifications';
 
+# Publishers in a random interleaving, for the delivery guarantee: ids are
+# drawn in one order and commit in another, and some never commit.  $n
+# sessions of $node; each publishers_step() takes one of them at random,
+# opens a transaction if it has none, then runs $sql (55%), commits (30%)
+# or rolls back (15%).  publishers_finish() commits what is still open and
+# ends the sessions.
+sub publishers
+{
+	my ($node, $n) = @_;
+	return {
+		sessions => [ map { $node->background_psql('postgres') } 1 .. $n ],
+		open => [ (0) x $n ],
+	};
+}
+
+sub publishers_step
+{
+	my ($pubs, $sql) = @_;
+	my $s = int(rand(scalar @{ $pubs->{sessions} }));
+	my $r = rand();
+	my $session = $pubs->{sessions}[$s];
+
+	if (!$pubs->{open}[$s])
+	{
+		$session->query_safe('BEGIN');
+		$pubs->{open}[$s] = 1;
+	}
+	if ($r < 0.55)
+	{
+		$session->query_safe($sql);
+		return;
+	}
+	$session->query_safe($r < 0.85 ? 'COMMIT' : 'ROLLBACK');
+	$pubs->{open}[$s] = 0;
+}
+
+sub publishers_finish
+{
+	my ($pubs) = @_;
+	for my $s (0 .. $#{ $pubs->{sessions} })
+	{
+		$pubs->{sessions}[$s]->query_safe('COMMIT') if $pubs->{open}[$s];
+		$pubs->{sessions}[$s]->quit;
+	}
+}
+
+push @EXPORT_OK, qw(publishers publishers_step publishers_finish);
+
 1;

@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
-use RtEventsTest qw(rtevents_node wait_until);
+use RtEventsTest qw(rtevents_node wait_until publishers publishers_step publishers_finish);
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
 my $node = rtevents_node('sse', conf => qq{
@@ -242,8 +242,7 @@ for my $q ('?since=2026-01-01T00:00:00Z', '?executionId=e1&until=garbage')
 # never commit), while the subscriber drops its connection and resumes with
 # Last-Event-ID at random, and the LISTEN connection is killed once.
 srand(20261122);
-my @sessions = map { $node->background_psql('postgres') } 1 .. 4;
-my @open = (0) x 4;
+my $pubs = publishers($node, 4);
 my $start_id = $node->safe_psql('postgres', 'SELECT coalesce(max(id), 0) FROM execution_events');
 my $sub = sse_open('?executionId=g');
 # live from the moment the stream is open: wait for that before publishing
@@ -253,28 +252,8 @@ my $resumes = 0;
 my $killed_feed = 0;
 for my $step (1 .. 400)
 {
-	my $s = int(rand(4));
-	my $r = rand();
-	if (!$open[$s])
-	{
-		$sessions[$s]->query_safe('BEGIN');
-		$open[$s] = 1;
-	}
-	if ($r < 0.55)
-	{
-		$sessions[$s]->query_safe(q{SELECT rt_publish('g', jsonb_build_object('step', 1), execution_id => 'g')});
-	}
-	elsif ($r < 0.85)
-	{
-		$sessions[$s]->query_safe('COMMIT');
-		$open[$s] = 0;
-	}
-	else
-	{
-		$sessions[$s]->query_safe('ROLLBACK');
-		$open[$s] = 0;
-	}
-
+	publishers_step($pubs,
+		q{SELECT rt_publish('g', jsonb_build_object('step', 1), execution_id => 'g')});
 	if (rand() < 0.03)
 	{
 		# disconnect and resume from the last id received
@@ -291,11 +270,7 @@ for my $step (1 .. 400)
 		$killed_feed = 1;
 	}
 }
-for my $s (0 .. 3)
-{
-	$sessions[$s]->query_safe('COMMIT') if $open[$s];
-	$sessions[$s]->quit;
-}
+publishers_finish($pubs);
 my @committed = split /\n/,
   $node->safe_psql('postgres', q{SELECT id FROM execution_events WHERE execution_id = 'g' ORDER BY id});
 ok(@committed > 50, scalar(@committed) . ' events committed, with rollbacks between');

@@ -14,7 +14,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
-use RtEventsTest qw(rtevents_node wait_until);
+use RtEventsTest qw(rtevents_node wait_until publishers publishers_step publishers_finish);
 use RtWsClient;
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
@@ -337,8 +337,7 @@ $node->reload;
 # subscribers dropping and resuming with after, the feed killed once
 # ------------------------------------------------------------------
 srand(20261129);
-my @sessions = map { $node->background_psql('postgres') } 1 .. 4;
-my @open = (0) x 4;
+my $pubs = publishers($node, 4);
 my $start_id = publish('SELECT coalesce(max(id), 0) FROM execution_events');
 my (@seen1, %seen2);
 my $sub1 = ws_open("/ws?executionId=g&after=$start_id");
@@ -348,28 +347,8 @@ $sub2->send_json({ op => 'subscribe', sub => 'b', filter => { executionId => 'g'
 my $resumes = 0;
 for my $step (1 .. 400)
 {
-	my $s = int(rand(4));
-	my $r = rand();
-	if (!$open[$s])
-	{
-		$sessions[$s]->query_safe('BEGIN');
-		$open[$s] = 1;
-	}
-	if ($r < 0.55)
-	{
-		my $type = rand() < 0.5 ? 'ga' : 'gb';
-		$sessions[$s]->query_safe(qq{SELECT rt_publish('$type', '{}', execution_id => 'g')});
-	}
-	elsif ($r < 0.85)
-	{
-		$sessions[$s]->query_safe('COMMIT');
-		$open[$s] = 0;
-	}
-	else
-	{
-		$sessions[$s]->query_safe('ROLLBACK');
-		$open[$s] = 0;
-	}
+	my $type = rand() < 0.5 ? 'ga' : 'gb';
+	publishers_step($pubs, qq{SELECT rt_publish('$type', '{}', execution_id => 'g')});
 	push @seen1, ids_of($sub1->messages_for(0));
 	my @m2 = $sub2->messages_for(0);
 	push @{ $seen2{$_} }, sub_ids($_, @m2) for qw(a b);
@@ -385,11 +364,7 @@ for my $step (1 .. 400)
 		publish(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'rtevents feed'});
 	}
 }
-for my $s (0 .. 3)
-{
-	$sessions[$s]->query_safe('COMMIT') if $open[$s];
-	$sessions[$s]->quit;
-}
+publishers_finish($pubs);
 my @committed = split /\n/, publish(q{SELECT id FROM execution_events WHERE execution_id = 'g' ORDER BY id});
 ok(@committed > 50, scalar(@committed) . ' events committed, with rollbacks between');
 ok(wait_until(sub {
@@ -429,37 +404,10 @@ $sub2->close(1000, 'bye');
 	};
 	my $heard_before = $heard->();
 
-	my @pubs = map { $node->background_psql('postgres') } 1 .. 3;
-	my @in_txn = (0) x 3;
-	for my $step (1 .. 300)
-	{
-		my $s = int(rand(3));
-		my $r = rand();
-		if (!$in_txn[$s])
-		{
-			$pubs[$s]->query_safe('BEGIN');
-			$in_txn[$s] = 1;
-		}
-		if ($r < 0.6)
-		{
-			$pubs[$s]->query_safe(q{SELECT rt_publish('m', '{}', execution_id => 'many')});
-		}
-		elsif ($r < 0.9)
-		{
-			$pubs[$s]->query_safe('COMMIT');
-			$in_txn[$s] = 0;
-		}
-		else
-		{
-			$pubs[$s]->query_safe('ROLLBACK');
-			$in_txn[$s] = 0;
-		}
-	}
-	for my $s (0 .. 2)
-	{
-		$pubs[$s]->query_safe('COMMIT') if $in_txn[$s];
-		$pubs[$s]->quit;
-	}
+	my $many_pubs = publishers($node, 3);
+	publishers_step($many_pubs, q{SELECT rt_publish('m', '{}', execution_id => 'many')})
+	  for 1 .. 300;
+	publishers_finish($many_pubs);
 	my @committed = split /\n/,
 	  publish(q{SELECT id FROM execution_events WHERE execution_id = 'many' ORDER BY id});
 	ok(@committed > 50, scalar(@committed) . " events committed to $n clients");
