@@ -654,7 +654,6 @@ rt_db_event_from_row(const PGresult *res, int row)
 							   value_or_null(res, row, 6));
 }
 
-/* Up and no query in flight: a query may be sent. */
 /*
  * Reads what has arrived, without waiting for the loop to say so: for an
  * owner that must not wait a whole turn of the loop (listen_feed.c, while
@@ -673,6 +672,7 @@ rt_db_poll(RtDbConn *c)
 	return true;
 }
 
+/* Up and no query in flight: a query may be sent. */
 bool
 rt_db_idle(const RtDbConn *c)
 {

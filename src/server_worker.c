@@ -47,7 +47,9 @@
  * for lws's own timer, which fires at least once a second.
  *
  * After each turn the main loop writes what the turn queued for clients
- * (subscription.c), through lws's own POLLOUT handling (rt_server_write_now).
+ * (subscription.c), through lws's own POLLOUT handling (rt_server_write_now),
+ * and hears the LISTEN feed between those writes (rt_feed_poll): writing to
+ * a thousand clients takes longer than an event takes to arrive.
  *
  * Shutdown.  A fast shutdown sends SIGTERM.  A smart shutdown sends nothing
  * to background workers until every regular session has ended, and the
