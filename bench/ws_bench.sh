@@ -317,6 +317,7 @@ http {
 NGINX
 	nginx -c "$dir/nginx/nginx.conf"
 	master=$(cat "$dir/nginx/nginx.pid")
+	background+=("$master")
 	worker=$(pgrep -P "$master" | head -n 1)
 	export WS_BENCH_READY_ON_OPEN=1
 	start_client latency "$((port + 3))" "$worker" "$subscribers" "$((rate * seconds))" /sub/bench
