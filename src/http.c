@@ -455,7 +455,9 @@ route(struct lws *wsi, const char *path, size_t len, int method,
 
 	for (size_t i = 0; i < lengthof(routes); i++)
 	{
-		if (routes[i].method == as_method && path_is(&routes[i], path, len))
+		/* routes answered later (a query, a stream) take GET, not HEAD */
+		if (routes[i].method == as_method && path_is(&routes[i], path, len) &&
+			(method != LWSHUMETH_HEAD || routes[i].handler != NULL))
 		{
 			if (routes[i].handler)
 				routes[i].handler(wsi, reply);
@@ -835,14 +837,6 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				if (reply.status == 0 && !rt_http_origin_allowed(wsi))
 					reply_error(&reply, HTTP_STATUS_FORBIDDEN, "origin_not_allowed",
 								"pages of this origin may not use this server (rtevents.allowed_origins)");
-				/* Routes answered later take GET, not HEAD. */
-				if (reply.status == 0 && method == LWSHUMETH_HEAD)
-				{
-					reply_error(&reply, HTTP_STATUS_METHOD_NOT_ALLOWED,
-								"method_not_allowed", "this endpoint has no HEAD");
-					strlcpy(reply.allow, reply.kind == RT_HTTP_HISTORY ?
-							"GET, DELETE" : "GET", sizeof(reply.allow));
-				}
 				if (reply.status == 0)
 				{
 					const char *code;
